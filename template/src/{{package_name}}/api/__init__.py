@@ -1,0 +1,1 @@
+"""HTTP routes, compatible with the LangGraph Agent Server API that langgraph-sdk speaks."""

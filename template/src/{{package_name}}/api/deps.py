@@ -1,0 +1,43 @@
+"""Request dependencies: the lifespan's services, the caller, and the caller's own thread."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from ..errors import ThreadNotFound, Unavailable
+from ..platform.registry import ThreadRecord
+from ..platform.services import Services
+from ..platform.threads import InvalidThreadId
+from .auth import current_user
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        raise Unavailable("service is starting")
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+UserDep = Annotated[str, Depends(current_user)]
+
+
+async def owned_thread(
+    services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=2048)]
+) -> ThreadRecord:
+    """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404."""
+    try:
+        owner = services.thread_ids.owner_of(thread_id)
+    except InvalidThreadId as exc:
+        raise ThreadNotFound() from exc
+    if owner != user:
+        raise ThreadNotFound()
+    record = await services.registry.get(thread_id, user)
+    if record is None:
+        raise ThreadNotFound()
+    return record
+
+
+ThreadDep = Annotated[ThreadRecord, Depends(owned_thread)]

@@ -1,0 +1,61 @@
+"""Maps every failure to its HTTP status in one place; clients always get a JSON error body."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+import psycopg_pool
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import PayloadTooLarge, ServiceError, Unavailable
+
+log = logging.getLogger(__name__)
+
+# Failures of PostgreSQL itself (not of the query) mean "try again later".
+DATABASE_OUTAGES: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    psycopg_pool.PoolClosed,
+)
+
+
+def error_response(status: int, detail: object) -> JSONResponse:
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        if isinstance(exc, Unavailable):
+            log.warning("unavailable: %s", exc.detail)
+        return error_response(exc.status_code, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return error_response(422, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI turns any failure while reading the body into a 400; the body limit's is a 413.
+        if isinstance(exc.__cause__, PayloadTooLarge):
+            return error_response(PayloadTooLarge.status_code, PayloadTooLarge.detail)
+        return error_response(exc.status_code, exc.detail)
+
+    for outage in DATABASE_OUTAGES:
+
+        @app.exception_handler(outage)
+        async def database_outage(_: Request, exc: Exception) -> JSONResponse:
+            log.warning("database unavailable: %s", exc)
+            return error_response(503, "database unavailable")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal error")

@@ -1,0 +1,80 @@
+"""Request size limit and request metrics, as pure ASGI middleware so streaming still streams."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import PayloadTooLarge
+from ..platform.metrics import Metrics
+from ..settings import Settings
+from .errors import error_response
+
+
+class BodyLimit:
+    """413 for bodies over the limit, whether announced by Content-Length or streamed chunked."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                await error_response(PayloadTooLarge.status_code, PayloadTooLarge.detail)(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class RequestMetrics:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        # The router leaves the matched route in the scope. Label by its template, never by
+        # the raw path: thread IDs would explode the label cardinality.
+        return str(getattr(scope.get("route"), "path", "unmatched"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            route, method = self._route(scope), scope["method"]
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.metrics.http_request_duration.labels(method, route).observe(time.perf_counter() - start)
+
+
+def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    # Added last runs first: metrics see the 413s the body limit sends.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)

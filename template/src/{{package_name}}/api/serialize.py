@@ -1,0 +1,59 @@
+"""Turns LangGraph state (messages, snapshots) into the JSON shapes the Agent Server returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.types import StateSnapshot
+from pydantic import BaseModel
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if hasattr(value, "_asdict"):
+        return jsonable(value._asdict())
+    return str(value)
+
+
+def checkpoint_ref(config: Any) -> dict[str, Any] | None:
+    if not config:
+        return None
+    configurable = config.get("configurable", {})
+    return {
+        "thread_id": configurable.get("thread_id"),
+        "checkpoint_ns": configurable.get("checkpoint_ns", ""),
+        "checkpoint_id": configurable.get("checkpoint_id"),
+        "checkpoint_map": configurable.get("checkpoint_map"),
+    }
+
+
+def thread_state(snapshot: StateSnapshot) -> dict[str, Any]:
+    interrupts = [jsonable({"value": i.value, "id": i.id}) for task in snapshot.tasks for i in task.interrupts]
+    return {
+        "values": jsonable(snapshot.values),
+        "next": list(snapshot.next),
+        "checkpoint": checkpoint_ref(snapshot.config),
+        "metadata": jsonable(snapshot.metadata or {}),
+        "created_at": snapshot.created_at,
+        "parent_checkpoint": checkpoint_ref(snapshot.parent_config),
+        "tasks": [
+            {
+                "id": task.id,
+                "name": task.name,
+                "error": task.error,
+                "interrupts": jsonable([{"value": i.value, "id": i.id} for i in task.interrupts]),
+                "checkpoint": None,
+                "state": None,
+                "result": jsonable(task.result),
+            }
+            for task in snapshot.tasks
+        ],
+        "interrupts": interrupts,
+    }

@@ -1,0 +1,126 @@
+"""Thread routes: the server issues every thread ID, signed and bound to the caller."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import Conflict, InvalidInput, ThreadNotFound
+from ..platform.registry import ThreadRecord
+from ..platform.services import Services
+from ..platform.threads import InvalidThreadId
+from .deps import ServicesDep, ThreadDep, UserDep
+from .serialize import jsonable, thread_state
+
+router = APIRouter(tags=["threads"])
+
+MAX_SESSION_TYPE_CHARS = 64
+
+
+class ThreadCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    thread_id: str | None = Field(default=None, max_length=2048)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    if_exists: Literal["raise", "do_nothing"] = "raise"
+
+
+class CheckpointRef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    checkpoint_id: str | None = Field(default=None, max_length=256)
+    checkpoint_ns: str = Field(default="", max_length=1024)
+
+
+class HistoryQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    limit: int = Field(default=10, ge=1, le=1000)
+    before: str | CheckpointRef | None = None
+    metadata: dict[str, Any] | None = None
+    checkpoint: CheckpointRef | None = None
+
+
+def thread_config(thread_id: str, checkpoint: CheckpointRef | None = None) -> RunnableConfig:
+    configurable: dict[str, Any] = {"thread_id": thread_id}
+    if checkpoint is not None:
+        configurable["checkpoint_ns"] = checkpoint.checkpoint_ns
+        if checkpoint.checkpoint_id:
+            configurable["checkpoint_id"] = checkpoint.checkpoint_id
+    return {"configurable": configurable}
+
+
+async def thread_body(services: Services, record: ThreadRecord) -> dict[str, Any]:
+    snapshot = await services.graph.aget_state(thread_config(record.thread_id))
+    interrupts = [{"value": jsonable(i.value), "id": i.id} for t in snapshot.tasks for i in t.interrupts]
+    return {
+        "thread_id": record.thread_id,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "metadata": record.metadata,
+        "status": "interrupted" if interrupts else "idle",
+        "values": jsonable(snapshot.values),
+        "interrupts": {record.thread_id: interrupts} if interrupts else {},
+    }
+
+
+@router.post("/threads")
+async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    session_type = body.metadata.get("session_type", "default")
+    if not isinstance(session_type, str) or not session_type or len(session_type) > MAX_SESSION_TYPE_CHARS:
+        raise InvalidInput("metadata.session_type must be a non-empty string of at most 64 characters")
+    if body.thread_id is None:
+        thread_id = services.thread_ids.generate_thread_id(user, session_type)
+    else:
+        # Clients may only name IDs this server issued to them (idempotent retries).
+        try:
+            owner = services.thread_ids.owner_of(body.thread_id)
+        except InvalidThreadId as exc:
+            raise ThreadNotFound() from exc
+        if owner != user:
+            raise ThreadNotFound()
+        thread_id = body.thread_id
+        existing = await services.registry.get(thread_id, user)
+        if existing is not None:
+            if body.if_exists == "do_nothing":
+                return await thread_body(services, existing)
+            raise Conflict("Thread already exists")
+    metadata = {**body.metadata, "session_type": session_type, "user_id": user}
+    record = await services.registry.create(thread_id, user, session_type, metadata)
+    return await thread_body(services, record)
+
+
+@router.get("/threads/{thread_id}")
+async def get_thread(record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
+    return await thread_body(services, record)
+
+
+@router.delete("/threads/{thread_id}", status_code=204)
+async def delete_thread(record: ThreadDep, services: ServicesDep) -> Response:
+    # Checkpoints first: a crash in between leaves an empty thread, never orphaned checkpoints.
+    await services.checkpointer.adelete_thread(record.thread_id)
+    await services.registry.delete(record.thread_id, record.user_id)
+    return Response(status_code=204)
+
+
+@router.get("/threads/{thread_id}/state")
+async def get_state(record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
+    snapshot = await services.graph.aget_state(thread_config(record.thread_id))
+    return thread_state(snapshot)
+
+
+@router.post("/threads/{thread_id}/history")
+async def get_history(body: HistoryQuery, record: ThreadDep, services: ServicesDep) -> list[dict[str, Any]]:
+    before = body.before
+    if isinstance(before, str):
+        before = CheckpointRef(checkpoint_id=before)
+    before_config = thread_config(record.thread_id, before) if before is not None else None
+    return [
+        thread_state(snapshot)
+        async for snapshot in services.graph.aget_state_history(
+            thread_config(record.thread_id, body.checkpoint),
+            filter=body.metadata,
+            before=before_config,
+            limit=body.limit,
+        )
+    ]

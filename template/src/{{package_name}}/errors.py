@@ -1,0 +1,50 @@
+"""One exception per failure a caller can act on; api/errors.py maps each to its HTTP status."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code = 500
+    detail = "internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        self.detail = detail or self.detail
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    detail = "not found"
+
+
+class ThreadNotFound(NotFound):
+    detail = "Thread not found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    detail = "conflict"
+
+
+class Unauthenticated(ServiceError):
+    status_code = 401
+    detail = "authentication required"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    detail = "request body too large"
+
+
+class Unavailable(ServiceError):
+    """A dependency (PostgreSQL, the object store, the checkpoint queue) cannot serve now; retry later."""
+
+    status_code = 503
+    detail = "service temporarily unavailable"
+
+
+class InvalidInput(ServiceError):
+    """Well-formed JSON whose content the graph cannot take."""
+
+    status_code = 422
+    detail = "invalid input"

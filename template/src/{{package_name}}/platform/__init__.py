@@ -1,0 +1,1 @@
+"""Template-owned platform code: `copier update` keeps this package current; edit your graph instead."""

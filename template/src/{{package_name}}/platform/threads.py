@@ -1,0 +1,103 @@
+"""ThreadManager: composite thread IDs that name their user and cannot be forged.
+
+Layout: ``v1.<user>.<session>.<micros>.<nonce>.<mac>``: user and session type are
+base64url (so any unicode round-trips), the timestamp is base-10 microseconds, the
+nonce makes IDs unique within a microsecond and across processes, and the MAC is a
+truncated HMAC-SHA256 over everything before it. '.' never occurs in base64url, so
+parsing is unambiguous, and every part is URL-path safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import time_ns
+
+VERSION = "v1"
+MAX_PART_CHARS = 256
+_MAC_BYTES = 16
+_NONCE_BYTES = 8
+
+
+class InvalidThreadId(ValueError):
+    """The thread ID is malformed, tampered with, or signed with another secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadIdParts:
+    user_id: str
+    session_type: str
+    created_at: datetime
+    nonce: str
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    if not text or not all(c.isascii() and (c.isalnum() or c in "-_") for c in text):
+        raise InvalidThreadId("thread ID part is not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidThreadId("thread ID part is not base64url") from exc
+
+
+def _check_part(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    if len(value) > MAX_PART_CHARS:
+        raise ValueError(f"{name} must be at most {MAX_PART_CHARS} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} must be valid unicode text (no lone surrogates)") from exc
+
+
+class ThreadManager:
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the thread ID secret must be at least 16 bytes")
+        self._secret = secret
+
+    def _mac(self, payload: str) -> str:
+        digest = hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest()
+        return _b64encode(digest[:_MAC_BYTES])
+
+    def generate_thread_id(self, user_id: str, session_type: str = "default") -> str:
+        _check_part("user_id", user_id)
+        _check_part("session_type", session_type)
+        micros = time_ns() // 1000
+        nonce = _b64encode(secrets.token_bytes(_NONCE_BYTES))
+        payload = ".".join(
+            (VERSION, _b64encode(user_id.encode()), _b64encode(session_type.encode()), str(micros), nonce)
+        )
+        return f"{payload}.{self._mac(payload)}"
+
+    def parse_thread_id(self, thread_id: str) -> ThreadIdParts:
+        """Return the parts of a genuine ID; raise InvalidThreadId for anything else."""
+        if not isinstance(thread_id, str) or len(thread_id) > 4 * MAX_PART_CHARS or not thread_id.isascii():
+            raise InvalidThreadId("thread ID has the wrong shape")
+        parts = thread_id.split(".")
+        if len(parts) != 6 or parts[0] != VERSION:
+            raise InvalidThreadId("thread ID has the wrong shape")
+        payload, mac = thread_id.rpartition(".")[0], parts[5]
+        if not hmac.compare_digest(self._mac(payload).encode(), mac.encode("ascii")):
+            raise InvalidThreadId("thread ID signature does not match")
+        _, user_b64, session_b64, micros, nonce, _ = parts
+        try:
+            user_id = _b64decode(user_b64).decode("utf-8")
+            session_type = _b64decode(session_b64).decode("utf-8")
+            created_at = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
+        except (UnicodeDecodeError, ValueError, OverflowError) as exc:
+            raise InvalidThreadId("thread ID has the wrong shape") from exc
+        return ThreadIdParts(user_id=user_id, session_type=session_type, created_at=created_at, nonce=nonce)
+
+    def owner_of(self, thread_id: str) -> str:
+        return self.parse_thread_id(thread_id).user_id
