@@ -144,12 +144,19 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         return PendingWrite(str(configurable["thread_id"]), "put_writes", [Statement(sql, list(rows))])
 
     async def commit(self, writes: Sequence[PendingWrite]) -> None:
-        """Write every statement of `writes`, in order, in one transaction and one round trip."""
+        """Write all of `writes` in one transaction and one round trip.
+
+        Rows are grouped by statement (one executemany each). A row key is always written by
+        the same statement, so the order of writes to any one row is kept.
+        """
+        grouped: dict[str, list[tuple[Any, ...]]] = {}
+        for write in writes:
+            for statement in write.statements:
+                grouped.setdefault(statement.sql, []).extend(statement.rows)
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             async with conn.cursor(binary=True) as cur:
-                for write in writes:
-                    for statement in write.statements:
-                        await cur.executemany(statement.sql, statement.rows)
+                for sql, rows in grouped.items():
+                    await cur.executemany(sql, rows)
 
     async def _submit(self, write: PendingWrite) -> None:
         await self.commit([write])
