@@ -25,12 +25,14 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> dict[str, str]:
-    try:
-        async with services.pool.connection(timeout=services.settings.pool_timeout) as conn:
-            await conn.execute("SELECT 1")
-    except Exception as exc:
-        raise Unavailable("database unavailable") from exc
-    return {"status": "ready", "database": "ok"}
+    report = {"status": "ready"}
+    for name, check in services.readiness.items():
+        try:
+            await check()
+        except Exception as exc:
+            raise Unavailable(f"{name} unavailable") from exc
+        report[name] = "ok"
+    return report
 
 
 @router.get("/metrics")

@@ -37,6 +37,12 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings)
 
 
+async def check_database(pool: Pool, connect_timeout: float) -> None:
+    """The pool can hand out a connection that answers a query."""
+    async with pool.connection(timeout=connect_timeout) as conn:
+        await conn.execute("SELECT 1")
+
+
 @asynccontextmanager
 async def open_pool(settings: Settings) -> AsyncIterator[Pool]:
     pool: Pool = AsyncConnectionPool(

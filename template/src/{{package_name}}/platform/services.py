@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -13,6 +14,8 @@ from .database import Pool
 from .metrics import Metrics
 from .registry import ThreadRegistry
 from .threads import ThreadManager
+
+ReadinessCheck = Callable[[], Awaitable[None]]
 
 
 class ActiveRuns:
@@ -39,4 +42,6 @@ class Services:
     registry: ThreadRegistry
     thread_ids: ThreadManager
     metrics: Metrics
+    # What /readyz checks, by name: the database, and the object store when there is one.
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     active_runs: ActiveRuns = field(default_factory=lambda: ActiveRuns())

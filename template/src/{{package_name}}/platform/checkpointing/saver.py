@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -44,6 +44,8 @@ T = TypeVar("T")
 class Statement:
     sql: str
     rows: list[tuple[Any, ...]]
+    # Columns of (type, payload bytes) in each row, for statements that carry serialised values.
+    payload_columns: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -55,13 +57,33 @@ class PendingWrite:
     statements: list[Statement] = field(default_factory=list)
 
 
+class PayloadStore(Protocol):
+    """Where large payloads live instead of PostgreSQL (the hybrid store)."""
+
+    async def offload(self, write: PendingWrite) -> None:
+        """Store large payloads of `write` and replace them by references, before it commits."""
+
+    async def resolve(self, row: DictRow) -> None:
+        """Replace references in a checkpoint row read from PostgreSQL by the payloads."""
+
+    async def delete_thread(self, thread_id: str) -> None: ...
+
+
 class PooledPostgresSaver(AsyncPostgresSaver):
     """`AsyncPostgresSaver` whose queries run concurrently on pooled connections."""
 
-    def __init__(self, pool: Pool, *, metrics: Metrics | None = None, serde: SerializerProtocol | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        metrics: Metrics | None = None,
+        payloads: PayloadStore | None = None,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
         super().__init__(pool, serde=serde)  # type: ignore[arg-type]
         self.pool = pool
         self.metrics = metrics
+        self.payloads = payloads
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -112,7 +134,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         write = PendingWrite(thread_id, "put")
         if blob_versions := {k: v for k, v in new_versions.items() if k in blobs}:
             rows = self._dump_blobs(thread_id, checkpoint_ns, blobs, blob_versions)
-            write.statements.append(Statement(self.UPSERT_CHECKPOINT_BLOBS_SQL, list(rows)))
+            write.statements.append(Statement(self.UPSERT_CHECKPOINT_BLOBS_SQL, list(rows), payload_columns=(4, 5)))
         row = (
             thread_id,
             checkpoint_ns,
@@ -141,7 +163,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             task_path,
             writes,
         )
-        return PendingWrite(str(configurable["thread_id"]), "put_writes", [Statement(sql, list(rows))])
+        return PendingWrite(
+            str(configurable["thread_id"]), "put_writes", [Statement(sql, list(rows), payload_columns=(7, 8))]
+        )
 
     async def commit(self, writes: Sequence[PendingWrite]) -> None:
         """Write all of `writes` in one transaction and one round trip.
@@ -161,6 +185,11 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     async def _submit(self, write: PendingWrite) -> None:
         await self.commit([write])
 
+    async def _store(self, write: PendingWrite) -> None:
+        if self.payloads is not None:
+            await self.payloads.offload(write)
+        await self._submit(write)
+
     async def aput(
         self,
         config: RunnableConfig,
@@ -170,7 +199,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     ) -> RunnableConfig:
         # Serialised on the event loop: for chat-sized states a thread hop costs more than it saves.
         write = self.checkpoint_write(config, checkpoint, metadata, new_versions)
-        await self._timed("put", self._submit(write))
+        await self._timed("put", self._store(write))
         return {
             "configurable": {
                 "thread_id": config["configurable"]["thread_id"],
@@ -182,7 +211,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        await self._timed("put_writes", self._submit(self.writes_write(config, writes, task_id, task_path)))
+        await self._timed("put_writes", self._store(self.writes_write(config, writes, task_id, task_path)))
 
     # Reads and deletes: the stock queries, timed.
 
@@ -191,6 +220,14 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._timed("delete_thread", super().adelete_thread(thread_id))
+        # Rows first: a failure in between leaves unreferenced objects, never a row without its object.
+        if self.payloads is not None:
+            await self.payloads.delete_thread(str(thread_id))
+
+    async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
+        if self.payloads is not None:
+            await self.payloads.resolve(value)
+        return await super()._load_checkpoint_tuple(value)
 
     async def alist(
         self,
