@@ -259,3 +259,48 @@ def test_update_migrates_a_renamed_answer(tmp_path: Path) -> None:
     assert_clean_merge(project)
     # The s3 answer still shapes the service: its S3 dependency was not dropped back to the default.
     assert "aiobotocore" in (project / "pyproject.toml").read_text()
+
+
+# ---------------------------------------------------------------- the rendered CI's update check
+
+
+def workflow_step(project: Path, job: str, name: str) -> str:
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    return str(next(step["run"] for step in workflow["jobs"][job]["steps"] if step.get("name") == name))
+
+
+def test_ci_reports_when_the_service_is_behind_its_template(tmp_path: Path) -> None:
+    template = make_template_repo(tmp_path / "template", tag="v1.0.0")
+    project = render(template, tmp_path / "service")
+    commit_project(project)
+    script = workflow_step(project, "template-update", "copier check-update")
+    # The copier installed here stands in for the one `uvx --from <spec> copier` downloads in CI.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    uvx = bin_dir / "uvx"
+    uvx.write_text(f'#!/bin/sh\nshift 3\nexec "{sys.executable}" -m copier "$@"\n')
+    uvx.chmod(0o755)
+    summary = tmp_path / "summary.md"
+
+    def check() -> tuple[str, str]:
+        summary.write_text("")
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GITHUB_STEP_SUMMARY": str(summary)}
+        # The shell GitHub Actions runs `run:` steps in.
+        result = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout, summary.read_text()
+
+    stdout, report = check()
+    assert "::warning" not in stdout
+    assert "Up to date with template" in report
+
+    git_save(template, "template release 2.0.0", tag="v2.0.0")
+    stdout, report = check()
+    assert "::warning title=Template update available::" in stdout
+    assert "1.0.0" in report and "2.0.0" in report
