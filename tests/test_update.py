@@ -304,3 +304,32 @@ def test_ci_reports_when_the_service_is_behind_its_template(tmp_path: Path) -> N
     stdout, report = check()
     assert "::warning title=Template update available::" in stdout
     assert "1.0.0" in report and "2.0.0" in report
+
+
+# ---------------------------------------------------------------- organisation defaults (docs/platform-teams.md)
+
+
+def test_org_defaults_file_is_recorded_and_kept_by_updates(tmp_path: Path) -> None:
+    org_defaults = ROOT / "docs" / "examples" / "org-defaults.yml"
+    expected = yaml.safe_load(org_defaults.read_text())
+    template = make_template_repo(tmp_path / "template", tag="v1.0.0")
+    project = tmp_path / "service"
+    copier_cli = [sys.executable, "-m", "copier"]
+    subprocess.run(
+        [*copier_cli, "copy", "--trust", "--defaults", "--quiet", "--vcs-ref", "v1.0.0"]
+        + ["--data-file", str(org_defaults), "--data", "auth=api_key", str(template), str(project)],
+        check=True,
+        capture_output=True,
+    )
+    recorded = answers(project)
+    # The command line wins over the organisation's file.
+    assert recorded["auth"] == "api_key"
+    assert {k: recorded[k] for k in expected if k != "auth"} == {k: v for k, v in expected.items() if k != "auth"}
+    commit_project(project)
+    git_save(template, "template release 2.0.0", tag="v2.0.0")
+
+    update(project, "v2.0.0")
+
+    assert {k: v for k, v in answers(project).items() if not k.startswith("_")} == {
+        k: v for k, v in recorded.items() if not k.startswith("_")
+    }
