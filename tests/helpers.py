@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import os
@@ -85,10 +86,15 @@ def shared_env(projects: list[Path], cache: Path) -> Path:
     digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
     env = cache / f"env-{digest}"
     python = env / "bin" / "python"
-    if not python.exists():
-        shutil.rmtree(env, ignore_errors=True)
-        subprocess.run(["uv", "venv", "-q", "--python", sys.executable, str(env)], check=True)
-        req_file = cache / f"requirements-{digest}.txt"
-        req_file.write_text("\n".join(requirements) + "\n")
-        subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), "-r", str(req_file)], check=True)
+    done = env / ".complete"
+    # xdist workers ask for it at the same time: one builds it, the others wait for the marker.
+    with open(cache / f"env-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(env, ignore_errors=True)
+            subprocess.run(["uv", "venv", "-q", "--python", sys.executable, str(env)], check=True)
+            req_file = cache / f"requirements-{digest}.txt"
+            req_file.write_text("\n".join(requirements) + "\n")
+            subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), "-r", str(req_file)], check=True)
+            done.touch()
     return python

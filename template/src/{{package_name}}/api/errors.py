@@ -48,6 +48,12 @@ def install(app: FastAPI) -> None:
             return error_response(PayloadTooLarge.status_code, PayloadTooLarge.detail)
         return error_response(exc.status_code, exc.detail)
 
+    @app.exception_handler(psycopg.errors.UntranslatableCharacter)
+    @app.exception_handler(psycopg.errors.CharacterNotInRepertoire)
+    async def unstorable_text(_: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input that got past validation but that PostgreSQL cannot store is still the caller's to fix.
+        return error_response(422, f"input holds text PostgreSQL cannot store: {exc.diag.message_primary}")
+
     for outage in DATABASE_OUTAGES:
 
         @app.exception_handler(outage)

@@ -20,6 +20,7 @@ from ..errors import InvalidInput, NotFound
 from ..platform.registry import ThreadRecord
 from ..platform.services import Services
 from .deps import ServicesDep, ThreadDep
+from .fields import JsonObject
 from .serialize import jsonable
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ GRAPH_MODE: dict[str, str] = {"messages-tuple": "messages", "messages": "message
 class RunCommand(BaseModel):
     model_config = ConfigDict(extra="forbid")
     resume: Any = None
-    update: dict[str, Any] | None = None
+    update: JsonObject | None = None
     goto: str | list[str] | None = None
 
 
@@ -43,8 +44,8 @@ class RunCreate(BaseModel):
     assistant_id: str = Field(max_length=256)
     input: dict[str, Any] | None = None
     command: RunCommand | None = None
-    config: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    config: JsonObject | None = None
+    metadata: JsonObject | None = None
     stream_mode: StreamMode | list[StreamMode] = "values"
     interrupt_before: list[str] | Literal["*"] | None = None
     interrupt_after: list[str] | Literal["*"] | None = None

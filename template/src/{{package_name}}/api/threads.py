@@ -13,6 +13,7 @@ from ..platform.registry import ThreadRecord
 from ..platform.services import Services
 from ..platform.threads import InvalidThreadId
 from .deps import ServicesDep, ThreadDep, UserDep
+from .fields import JsonObject
 from .serialize import jsonable, thread_state
 
 router = APIRouter(tags=["threads"])
@@ -23,7 +24,7 @@ MAX_SESSION_TYPE_CHARS = 64
 class ThreadCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     thread_id: str | None = Field(default=None, max_length=2048)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
 
 
@@ -37,7 +38,7 @@ class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     limit: int = Field(default=10, ge=1, le=1000)
     before: str | CheckpointRef | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     checkpoint: CheckpointRef | None = None
 
 

@@ -1,24 +1,78 @@
-"""The service's checkpoint saver: LangGraph's Postgres saver on the shared pool, timed."""
+"""The service's checkpoint saver: LangGraph's Postgres saver, made to use the whole pool.
+
+The stock `AsyncPostgresSaver` holds one `asyncio.Lock` around every query, so a pool of
+many connections serves one checkpoint query at a time per process. This subclass keeps
+the stock schema, migrations, SQL and (de)serialisation, and changes two things:
+
+- every query takes its own pooled connection, with no process-wide lock;
+- a write is first turned into a `PendingWrite` (its SQL and rows), then committed in one
+  transaction. Subclasses change how it is committed (the group-commit queue) or what is
+  written (the hybrid object store) without touching the rest.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_serializable_checkpoint_metadata,
+)
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 
+from ..database import Pool
 from ..metrics import Metrics
 
 T = TypeVar("T")
 
 
-class InstrumentedPostgresSaver(AsyncPostgresSaver):
-    """Records latency and errors of every operation the graph performs."""
+@dataclass(slots=True)
+class Statement:
+    sql: str
+    rows: list[tuple[Any, ...]]
 
-    metrics: Metrics | None = None
+
+@dataclass(slots=True)
+class PendingWrite:
+    """Everything one `aput` or `aput_writes` call writes, ready to run in a transaction."""
+
+    thread_id: str
+    operation: str
+    statements: list[Statement] = field(default_factory=list)
+
+
+class PooledPostgresSaver(AsyncPostgresSaver):
+    """`AsyncPostgresSaver` whose queries run concurrently on pooled connections."""
+
+    def __init__(self, pool: Pool, *, metrics: Metrics | None = None, serde: SerializerProtocol | None = None) -> None:
+        super().__init__(pool, serde=serde)  # type: ignore[arg-type]
+        self.pool = pool
+        self.metrics = metrics
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        # No lock: each caller has a connection of its own for as long as it needs it.
+        async with self.pool.connection() as conn:
+            if pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
 
     async def _timed(self, operation: str, call: Awaitable[T]) -> T:
         start = time.perf_counter()
@@ -32,8 +86,73 @@ class InstrumentedPostgresSaver(AsyncPostgresSaver):
             if self.metrics is not None:
                 self.metrics.checkpoint_duration.labels(operation).observe(time.perf_counter() - start)
 
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._timed("get_tuple", super().aget_tuple(config))
+    # Writes: build the rows exactly as the stock saver does, then hand them to _submit.
+
+    def checkpoint_write(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> PendingWrite:
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        checkpoint_ns = configurable["checkpoint_ns"]
+        # Primitive values stay inline in the checkpoint row, the rest go to checkpoint_blobs.
+        inline: dict[str, Any] = {}
+        blobs: dict[str, Any] = {}
+        for key, value in checkpoint["channel_values"].items():
+            if isinstance(value, _DeltaSnapshot):
+                blobs[key] = value
+                inline[key] = True
+            elif value is None or isinstance(value, str | int | float | bool):
+                inline[key] = value
+            else:
+                blobs[key] = value
+        write = PendingWrite(thread_id, "put")
+        if blob_versions := {k: v for k, v in new_versions.items() if k in blobs}:
+            rows = self._dump_blobs(thread_id, checkpoint_ns, blobs, blob_versions)
+            write.statements.append(Statement(self.UPSERT_CHECKPOINT_BLOBS_SQL, list(rows)))
+        row = (
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            configurable.get("checkpoint_id"),
+            Jsonb({**checkpoint, "channel_values": inline}),
+            Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+        )
+        write.statements.append(Statement(self.UPSERT_CHECKPOINTS_SQL, [row]))
+        return write
+
+    def writes_write(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> PendingWrite:
+        configurable = config["configurable"]
+        sql = (
+            self.UPSERT_CHECKPOINT_WRITES_SQL
+            if all(channel in WRITES_IDX_MAP for channel, _ in writes)
+            else self.INSERT_CHECKPOINT_WRITES_SQL
+        )
+        rows = self._dump_writes(
+            str(configurable["thread_id"]),
+            configurable["checkpoint_ns"],
+            configurable["checkpoint_id"],
+            task_id,
+            task_path,
+            writes,
+        )
+        return PendingWrite(str(configurable["thread_id"]), "put_writes", [Statement(sql, list(rows))])
+
+    async def commit(self, writes: Sequence[PendingWrite]) -> None:
+        """Write every statement of `writes`, in order, in one transaction and one round trip."""
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            async with conn.cursor(binary=True) as cur:
+                for write in writes:
+                    for statement in write.statements:
+                        await cur.executemany(statement.sql, statement.rows)
+
+    async def _submit(self, write: PendingWrite) -> None:
+        await self.commit([write])
 
     async def aput(
         self,
@@ -42,12 +161,26 @@ class InstrumentedPostgresSaver(AsyncPostgresSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await self._timed("put", super().aput(config, checkpoint, metadata, new_versions))
+        # Serialised on the event loop: for chat-sized states a thread hop costs more than it saves.
+        write = self.checkpoint_write(config, checkpoint, metadata, new_versions)
+        await self._timed("put", self._submit(write))
+        return {
+            "configurable": {
+                "thread_id": config["configurable"]["thread_id"],
+                "checkpoint_ns": config["configurable"]["checkpoint_ns"],
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        await self._timed("put_writes", super().aput_writes(config, writes, task_id, task_path))
+        await self._timed("put_writes", self._submit(self.writes_write(config, writes, task_id, task_path)))
+
+    # Reads and deletes: the stock queries, timed.
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._timed("get_tuple", super().aget_tuple(config))
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._timed("delete_thread", super().adelete_thread(thread_id))
