@@ -49,10 +49,9 @@ TEMPLATE_GRAPH_LINE = "\n# The template's new example graph line, which must not
 
 
 @pytest.fixture(scope="module")
-def update_python(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+def update_python(template_repo: Path, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """The matrix's shared virtualenv: the same dependency probes give the same env, built once."""
-    template = make_template_repo(tmp_path_factory.mktemp("probe-template"))
-    probes = [render(template, tmp_path_factory.mktemp("deps"), data) for data in DEPENDENCY_PROBES]
+    probes = [render(template_repo, tmp_path_factory.mktemp("deps"), data) for data in DEPENDENCY_PROBES]
     return shared_env(probes, cache_dir)
 
 
