@@ -9,7 +9,7 @@ from fastapi import Depends, Path, Request
 from ..errors import ThreadNotFound, Unavailable
 from ..platform.registry import ThreadRecord
 from ..platform.services import Services
-from ..platform.threads import InvalidThreadId
+from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
 from .auth import current_user
 
 
@@ -25,7 +25,7 @@ UserDep = Annotated[str, Depends(current_user)]
 
 
 async def owned_thread(
-    services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=2048)]
+    services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=MAX_THREAD_ID_CHARS)]
 ) -> ThreadRecord:
     """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404."""
     try:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import Conflict, InvalidInput, ThreadNotFound
 from ..platform.registry import ThreadRecord
 from ..platform.services import Services
-from ..platform.threads import InvalidThreadId
+from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
 from .deps import ServicesDep, ThreadDep, UserDep
 from .fields import JsonObject
 from .serialize import jsonable, thread_state
@@ -23,7 +23,7 @@ MAX_SESSION_TYPE_CHARS = 64
 
 class ThreadCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    thread_id: str | None = Field(default=None, max_length=2048)
+    thread_id: str | None = Field(default=None, max_length=MAX_THREAD_ID_CHARS)
     metadata: JsonObject = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
 

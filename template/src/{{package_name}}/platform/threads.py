@@ -22,6 +22,8 @@ VERSION = "v1"
 MAX_PART_CHARS = 256
 _MAC_BYTES = 16
 _NONCE_BYTES = 8
+# Two parts of up to 256 characters of 4 UTF-8 bytes each, base64-encoded, plus the fixed fields.
+MAX_THREAD_ID_CHARS = 2 * -(-4 * 4 * MAX_PART_CHARS // 3) + 128
 
 
 class InvalidThreadId(ValueError):
@@ -82,7 +84,7 @@ class ThreadManager:
 
     def parse_thread_id(self, thread_id: str) -> ThreadIdParts:
         """Return the parts of a genuine ID; raise InvalidThreadId for anything else."""
-        if not isinstance(thread_id, str) or len(thread_id) > 4 * MAX_PART_CHARS or not thread_id.isascii():
+        if not isinstance(thread_id, str) or len(thread_id) > MAX_THREAD_ID_CHARS or not thread_id.isascii():
             raise InvalidThreadId("thread ID has the wrong shape")
         parts = thread_id.split(".")
         if len(parts) != 6 or parts[0] != VERSION:
