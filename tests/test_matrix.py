@@ -14,7 +14,7 @@ from .helpers import all_combinations, combination_id, render, shared_env
 COMBINATIONS = all_combinations()
 # One rendering per provider, with every optional dependency switched on, covers the union of deps.
 DEPENDENCY_PROBES = [
-    {"llm_provider": provider, "object_store": "s3", "auth": auth}
+    {"llm_provider": provider, "object_store": "s3", "auth": auth, "kubernetes": True}
     for provider, auth in (("fake", "jwt"), ("openai", "api_key"), ("anthropic", "none"))
 ]
 
