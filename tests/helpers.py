@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import copier
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a rendered service is made of; the repo's own tests, CI and caches are not.
@@ -98,3 +99,29 @@ def shared_env(projects: list[Path], cache: Path) -> Path:
             subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), "-r", str(req_file)], check=True)
             done.touch()
     return python
+
+
+def run(step: str, args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> None:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(
+            f"{step} failed in {cwd} (exit {result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+        )
+
+
+def run_project_checks(project: Path, python: Path, cache_dir: Path) -> None:
+    """The updated service's own lint, types and tests, as the matrix runs them."""
+    bin_dir = python.parent
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHONPATH": str(project / "src"),
+        "MYPY_CACHE_DIR": str(cache_dir / f"mypy-{worker}"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    env.pop("VIRTUAL_ENV", None)
+    run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests"], project, env)
+    run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests"], project, env)
+    run("mypy", [str(bin_dir / "mypy")], project, env)
+    run("pytest", [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"], project, env)

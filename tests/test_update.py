@@ -14,8 +14,8 @@ import pytest
 import yaml
 from packaging.version import InvalidVersion, Version
 
-from .helpers import ROOT, TEMPLATE_PARTS, git, git_save, make_template_repo, render, shared_env
-from .test_matrix import DEPENDENCY_PROBES, run
+from .helpers import ROOT, TEMPLATE_PARTS, git, git_save, make_template_repo, render, run_project_checks, shared_env
+from .test_matrix import DEPENDENCY_PROBES
 
 DEFAULTS: dict[str, Any] = {}
 RICHEST: dict[str, Any] = {"object_store": "s3", "checkpoint_queue": True, "auth": "jwt", "kubernetes": True}
@@ -116,24 +116,6 @@ def assert_user_edits_survived(project: Path) -> None:
     assert (project / "README.md").read_text().endswith(OUR_README_NOTES)
     assert OUR_PYPROJECT_TABLE in (project / "pyproject.toml").read_text()
     assert (project / ".env").read_text() == OUR_ENV
-
-
-def run_project_checks(project: Path, python: Path, cache_dir: Path) -> None:
-    """The updated service's own lint, types and tests, as the matrix runs them."""
-    bin_dir = python.parent
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "PYTHONPATH": str(project / "src"),
-        "MYPY_CACHE_DIR": str(cache_dir / f"mypy-{worker}"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    env.pop("VIRTUAL_ENV", None)
-    run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests"], project, env)
-    run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests"], project, env)
-    run("mypy", [str(bin_dir / "mypy")], project, env)
-    run("pytest", [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"], project, env)
 
 
 @pytest.mark.parametrize("data", ANSWER_SETS)
