@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 
-def _storable(value: Any) -> None:
+def _storable(value: Any) -> Any:
+    """`value` itself, once no string inside it holds NUL."""
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("text must not contain NUL (\\u0000): PostgreSQL cannot store it in JSON")
@@ -18,12 +19,8 @@ def _storable(value: Any) -> None:
     elif isinstance(value, list):
         for item in value:
             _storable(item)
-
-
-def _storable_object(value: dict[str, Any]) -> dict[str, Any]:
-    _storable(value)
     return value
 
 
 # Metadata and config end up in PostgreSQL jsonb columns, which refuse the NUL character.
-JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_object)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]

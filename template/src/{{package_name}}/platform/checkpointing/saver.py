@@ -53,7 +53,6 @@ class PendingWrite:
     """Everything one `aput` or `aput_writes` call writes, ready to run in a transaction."""
 
     thread_id: str
-    operation: str
     statements: list[Statement] = field(default_factory=list)
 
 
@@ -131,7 +130,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                 inline[key] = value
             else:
                 blobs[key] = value
-        write = PendingWrite(thread_id, "put")
+        write = PendingWrite(thread_id)
         if blob_versions := {k: v for k, v in new_versions.items() if k in blobs}:
             rows = self._dump_blobs(thread_id, checkpoint_ns, blobs, blob_versions)
             write.statements.append(Statement(self.UPSERT_CHECKPOINT_BLOBS_SQL, list(rows), payload_columns=(4, 5)))
@@ -163,9 +162,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             task_path,
             writes,
         )
-        return PendingWrite(
-            str(configurable["thread_id"]), "put_writes", [Statement(sql, list(rows), payload_columns=(7, 8))]
-        )
+        return PendingWrite(str(configurable["thread_id"]), [Statement(sql, list(rows), payload_columns=(7, 8))])
 
     async def commit(self, writes: Sequence[PendingWrite]) -> None:
         """Write all of `writes` in one transaction and one round trip.
