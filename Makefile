@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEST ?= demo-service
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-full lint
 
 # Installs what the tests need on a fresh machine: uv (PyPI), promtool and docker-compose (Debian).
 setup:
@@ -20,10 +20,18 @@ demo:
 	uvx --from 'copier>=9.4,<10' copier copy --trust --defaults . $(DEST)
 	$(MAKE) -C $(DEST) run
 
+# Every combination: render, ruff, mypy, workflow schema, the fast tier; the heavy tier on a pairwise
+# cover plus the default and richest answers; the update, newcomer and validator tests.
 test: setup
 	uv run ruff check tests hooks
 	uv run mypy
 	uv run pytest $(PYTEST_ARGS)
+
+# Every tier on every combination (the template's sharded CI runs this with TEMPLATE_TEST_SHARD=k/n).
+test-full: setup
+	uv run ruff check tests hooks
+	uv run mypy
+	TEMPLATE_TEST_FULL=1 uv run pytest $(PYTEST_ARGS)
 
 lint: setup
 	uv run ruff check tests hooks

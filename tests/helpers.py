@@ -9,34 +9,114 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import copier
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a rendered service is made of; the repo's own tests, CI and caches are not.
 TEMPLATE_PARTS = ("copier.yml", "template", "hooks")
 
-# Every option that changes what is rendered or how it behaves.
-MATRIX_OPTIONS: dict[str, tuple[Any, ...]] = {
-    "llm_provider": ("fake", "openai", "anthropic"),
-    "object_store": ("none", "s3"),
-    "checkpoint_queue": (False, True),
-    "auth": ("none", "api_key", "jwt"),
-    "kubernetes": (False, True),
+# Questions with choices that the matrix does not vary, and why.
+NOT_IN_MATRIX = {
+    # The tests run on one interpreter; the answer only sets requires-python and mypy's target version.
+    "python_version",
 }
 
 
-def all_combinations() -> list[dict[str, Any]]:
-    keys = list(MATRIX_OPTIONS)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*MATRIX_OPTIONS.values())]
+def matrix_options(copier_yml: Path = ROOT / "copier.yml") -> dict[str, tuple[Any, ...]]:
+    """Every question of copier.yml with a closed set of answers (choices or yes/no), default first:
+    a new option or choice joins the matrix and the pairwise cover by itself."""
+    questions = yaml.safe_load(copier_yml.read_text())
+    options: dict[str, tuple[Any, ...]] = {}
+    for name, question in questions.items():
+        if name.startswith("_") or name in NOT_IN_MATRIX or not isinstance(question, dict):
+            continue
+        choices = question.get("choices")
+        if isinstance(choices, dict):
+            values: list[Any] = list(choices.values())
+        elif isinstance(choices, list):
+            values = list(choices)
+        elif question.get("type") == "bool":
+            values = [False, True]
+        else:
+            continue
+        default = question.get("default")
+        options[name] = tuple(sorted(values, key=lambda value: value != default))
+    return options
+
+
+MATRIX_OPTIONS = matrix_options()
+
+
+def all_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> list[dict[str, Any]]:
+    keys = list(options)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*options.values())]
+
+
+def default_combination(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> dict[str, Any]:
+    return {name: values[0] for name, values in options.items()}
+
+
+def richest_combination(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> dict[str, Any]:
+    """Every feature on: yes for yes/no questions, the last listed choice otherwise (copier.yml lists
+    choices from the plainest to the fullest, as in none -> api_key -> jwt)."""
+    questions = yaml.safe_load((ROOT / "copier.yml").read_text())
+    richest: dict[str, Any] = {}
+    for name, values in options.items():
+        choices = questions.get(name, {}).get("choices") if isinstance(questions.get(name), dict) else None
+        if isinstance(choices, dict):
+            richest[name] = list(choices.values())[-1]
+        elif isinstance(choices, list):
+            richest[name] = choices[-1]
+        else:
+            richest[name] = True if True in values else values[-1]
+    return richest
 
 
 def combination_id(data: dict[str, Any]) -> str:
     return "-".join(f"{v}" if not isinstance(v, bool) else (k if v else f"no_{k}") for k, v in data.items())
+
+
+Pair = tuple[tuple[str, Any], tuple[str, Any]]
+
+
+def pairs_of(combination: dict[str, Any]) -> set[Pair]:
+    return set(itertools.combinations(sorted(combination.items(), key=lambda item: item[0]), 2))
+
+
+def pairwise_cover(
+    options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS, seeds: tuple[dict[str, Any], ...] = ()
+) -> list[dict[str, Any]]:
+    """The seeds, then greedily the combination that covers the most uncovered pairs of option values,
+    until every pair appears together in at least one combination. Ties go to the combination covering
+    more pairs of the options with the most values (the scarce pairs), then to product order."""
+    wanted = {pair for combination in all_combinations(options) for pair in pairs_of(combination)}
+    chosen = [dict(seed) for seed in seeds]
+    for seed in chosen:
+        wanted -= pairs_of(seed)
+    candidates = all_combinations(options)
+
+    def gain(new_pairs: set[Pair]) -> tuple[int, int]:
+        return len(new_pairs), sum(len(options[a]) * len(options[b]) for (a, _), (b, _) in new_pairs)
+
+    while wanted:
+        best = max(candidates, key=lambda combination: gain(pairs_of(combination) & wanted))
+        chosen.append(best)
+        wanted -= pairs_of(best)
+    return chosen
+
+
+def heavy_combinations() -> list[dict[str, Any]]:
+    """Where the heavy tier runs in `make test`: the default answers, the richest, and a pairwise cover."""
+    return pairwise_cover(seeds=(default_combination(), richest_combination()))
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -96,12 +176,14 @@ def shared_env(projects: list[Path], cache: Path) -> Path:
             subprocess.run(["uv", "venv", "-q", "--python", sys.executable, str(env)], check=True)
             req_file = cache / f"requirements-{digest}.txt"
             req_file.write_text("\n".join(requirements) + "\n")
-            subprocess.run(["uv", "pip", "install", "-q", "--python", str(python), "-r", str(req_file)], check=True)
+            # Compiled now, once: every test process would otherwise recompile what it imports.
+            install = ["uv", "pip", "install", "-q", "--compile-bytecode", "--python", str(python), "-r", str(req_file)]
+            subprocess.run(install, check=True)
             done.touch()
     return python
 
 
-def run(step: str, args: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> None:
+def run(step: str, args: list[str], cwd: Path, env: dict[str, str], timeout: int = 1800) -> None:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         pytest.fail(
@@ -109,8 +191,37 @@ def run(step: str, args: list[str], cwd: Path, env: dict[str, str], timeout: int
         )
 
 
-def run_project_checks(project: Path, python: Path, cache_dir: Path) -> None:
-    """The updated service's own lint, types and tests, as the matrix runs them."""
+# A phase of a run, as the summary table reports it: (phase, start as epoch seconds, seconds taken).
+Timing = tuple[str, float, float]
+
+
+@contextmanager
+def timed(timings: list[Timing], phase: str) -> Iterator[None]:
+    start = time.time()
+    try:
+        yield
+    finally:
+        timings.append((phase, start, time.time() - start))
+
+
+FAST, HEAVY = "not heavy", "heavy"
+
+
+def check_jsonschema() -> str:
+    """The template environment's check-jsonschema, which validates GitHub workflow files offline."""
+    return str(Path(sys.executable).parent / "check-jsonschema")
+
+
+def run_project_checks(
+    project: Path,
+    python: Path,
+    cache_dir: Path,
+    timings: list[Timing] | None = None,
+    tier: str = FAST,
+    lint: bool = True,
+) -> None:
+    """The rendered service's own lint and types, then one tier of its tests (`tier` is a pytest -m
+    expression over its `heavy` marker); each step's time goes into `timings`."""
     bin_dir = python.parent
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     env = {
@@ -121,7 +232,16 @@ def run_project_checks(project: Path, python: Path, cache_dir: Path) -> None:
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     env.pop("VIRTUAL_ENV", None)
-    run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests"], project, env)
-    run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests"], project, env)
-    run("mypy", [str(bin_dir / "mypy")], project, env)
-    run("pytest", [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x"], project, env)
+    timings = [] if timings is None else timings
+    if lint:
+        with timed(timings, "ruff"):
+            run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests"], project, env)
+            run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests"], project, env)
+            workflows = sorted(str(path) for path in (project / ".github" / "workflows").glob("*.yml"))
+            schema = ["--builtin-schema", "vendor.github-workflows"]
+            run("workflow schema", [check_jsonschema(), *schema, *workflows], project, env)
+        with timed(timings, "mypy"):
+            run("mypy", [str(bin_dir / "mypy")], project, env)
+    phase = {FAST: "fast tier", HEAVY: "heavy tier"}.get(tier, "all tiers")
+    with timed(timings, phase):
+        run("pytest", [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-m", tier], project, env)

@@ -1,15 +1,35 @@
-"""Render every combination of the behaviour-changing options, lint it, and run its own tests."""
+"""Render every combination of the behaviour-changing options, lint it, and run its own tests: the fast
+tier everywhere, the heavy tier on a pairwise cover (everywhere under `make test-full`)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
-from .helpers import all_combinations, combination_id, render, run_project_checks, shared_env
+from .helpers import (
+    FAST,
+    HEAVY,
+    MATRIX_OPTIONS,
+    Timing,
+    all_combinations,
+    combination_id,
+    heavy_combinations,
+    pairs_of,
+    pairwise_cover,
+    render,
+    run_project_checks,
+    shared_env,
+    timed,
+)
 
+# `make test-full` sets this: every tier on every combination.
+FULL = os.environ.get("TEMPLATE_TEST_FULL") == "1"
 COMBINATIONS = all_combinations()
+HEAVY_COMBINATIONS = COMBINATIONS if FULL else heavy_combinations()
 # One rendering per provider, with every optional dependency switched on, covers the union of deps.
 DEPENDENCY_PROBES = [
     {"llm_provider": provider, "object_store": "s3", "auth": auth, "kubernetes": True}
@@ -23,9 +43,55 @@ def matrix_python(template_repo: Path, tmp_path_factory: pytest.TempPathFactory,
     return shared_env(probes, cache_dir)
 
 
+class CheckCombination(Protocol):
+    def __call__(self, data: dict[str, Any], tier: str, lint: bool) -> None: ...
+
+
+@pytest.fixture
+def check_combination(
+    template_repo: Path,
+    matrix_python: Path,
+    tmp_path: Path,
+    cache_dir: Path,
+    record_property: Callable[[str, object], None],
+) -> CheckCombination:
+    """Render one combination, then run its lint (when asked) and one tier of its own tests."""
+
+    def check(data: dict[str, Any], tier: str, lint: bool) -> None:
+        timings: list[Timing] = []
+        record_property("timings", timings)  # filled in as the steps run, so a failed step's time counts too
+        with timed(timings, "render"):
+            project = render(template_repo, tmp_path / "service", data)
+        run_project_checks(project, matrix_python, cache_dir, timings, tier=tier, lint=lint)
+
+    return check
+
+
+# Collected first, so that xdist starts the longest tests first and the run ends evenly.
+@pytest.mark.parametrize("data", HEAVY_COMBINATIONS, ids=[combination_id(c) for c in HEAVY_COMBINATIONS])
+def test_heavy_tier(data: dict[str, Any], check_combination: CheckCombination) -> None:
+    check_combination(data, HEAVY, lint=False)
+
+
 @pytest.mark.parametrize("data", COMBINATIONS, ids=[combination_id(c) for c in COMBINATIONS])
-def test_combination(
-    data: dict[str, Any], template_repo: Path, matrix_python: Path, tmp_path: Path, cache_dir: Path
-) -> None:
-    project = render(template_repo, tmp_path / "service", data)
-    run_project_checks(project, matrix_python, cache_dir)
+def test_combination(data: dict[str, Any], check_combination: CheckCombination) -> None:
+    """Lint, types and the fast tier, on every combination."""
+    check_combination(data, FAST, lint=True)
+
+
+def test_heavy_set_covers_every_pair_of_answers() -> None:
+    wanted = {pair for combination in COMBINATIONS for pair in pairs_of(combination)}
+    covered = {pair for combination in heavy_combinations() for pair in pairs_of(combination)}
+    assert covered == wanted
+    assert len(heavy_combinations()) < len(COMBINATIONS)
+
+
+def test_cover_grows_with_a_new_option_or_choice() -> None:
+    grown = {**MATRIX_OPTIONS, "auth": (*MATRIX_OPTIONS["auth"], "oidc"), "tracing": (False, True)}
+    cover = pairwise_cover(grown)
+    wanted = {pair for combination in all_combinations(grown) for pair in pairs_of(combination)}
+    assert {pair for combination in cover for pair in pairs_of(combination)} == wanted
+    assert any(c["auth"] == "oidc" and c["tracing"] for c in cover)
+    # No smaller than the two largest options' product: each of their pairs needs its own combination.
+    sizes = sorted(len(values) for values in grown.values())
+    assert sizes[-1] * sizes[-2] <= len(cover) < len(all_combinations(grown))
