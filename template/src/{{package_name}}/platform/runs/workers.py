@@ -1,0 +1,246 @@
+"""Run workers: every replica claims pending runs from PostgreSQL, executes them, and renews their leases.
+
+Also the sweeper: any replica ends runs whose lease expired (their replica died) and trims old events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from ..metrics import Metrics
+from ..registry import ThreadRegistry
+from .bus import EventLog, Notifier, wait_for
+from .events import EventBuilder, event
+from .records import Claimed, RunRecord, RunStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    workers: int
+    lease_seconds: float
+    poll_seconds: float
+    sweep_seconds: float
+    on_lease_expiry: Literal["error", "retry"]
+    max_attempts: int
+    event_retention_seconds: float
+
+
+class _LeaseLost(Exception):
+    """Another replica declared this run's lease expired: stop without writing its outcome."""
+
+
+class RunWorkers:
+    """The workers and the sweeper of one replica, started and stopped by the lifespan."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        events: EventLog,
+        notifier: Notifier,
+        graph: CompiledStateGraph,  # type: ignore[type-arg]
+        checkpointer: BaseCheckpointSaver[str],
+        registry: ThreadRegistry,
+        settings: WorkerSettings,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.notifier = notifier
+        self.graph = graph
+        self.checkpointer = checkpointer
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._claiming = True
+        self._draining = False
+        self._executing: set[asyncio.Task[None]] = set()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._worker(), name=f"run-worker-{n}") for n in range(self.settings.workers)]
+        self.tasks.append(asyncio.create_task(self._sweeper(), name="run-sweeper"))
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Drain: stop claiming, let running runs finish within the grace period, hand the rest back."""
+        self._claiming = False
+        if self._executing:
+            await asyncio.wait(self._executing, timeout=grace_seconds)
+        self._draining = True
+        for task in [*self._executing, *self.tasks]:
+            task.cancel()
+        await asyncio.gather(*self._executing, *self.tasks, return_exceptions=True)
+
+    # Claiming
+
+    async def _worker(self) -> None:
+        with self.notifier.subscribe("queue") as wake:
+            while self._claiming:
+                wake.clear()
+                try:
+                    claimed = await self.store.claim(self.owner, self.settings.lease_seconds)
+                except Exception as exc:  # a database outage: keep the worker, retry after the poll interval
+                    log.warning("claiming a run failed: %s", exc)
+                    claimed = None
+                if claimed is None:
+                    await wait_for(wake, self.settings.poll_seconds)
+                    continue
+                task = asyncio.create_task(self._execute(claimed), name=f"run-{claimed.run.run_id}")
+                self._executing.add(task)
+                try:
+                    # Shielded: a drain cancels the worker loop, not the run it is executing.
+                    await asyncio.shield(task)
+                finally:
+                    self._executing.discard(task)
+
+    # Executing
+
+    async def _execute(self, claimed: Claimed) -> None:
+        run = claimed.run
+        self.metrics.run_queue_wait.observe(claimed.queue_seconds)
+        started = time.perf_counter()
+        self.metrics.runs_started.inc()
+        builder = EventBuilder(_stream_modes(run.kwargs))
+        graph_task = asyncio.create_task(self._run_graph(run, builder))
+        try:
+            cancel_reason = await self._supervise(run, graph_task)
+        except _LeaseLost:
+            log.warning("run %s lost its lease; another replica ended it", run.run_id)
+            return
+        finally:
+            if not graph_task.done():
+                graph_task.cancel()
+                await asyncio.gather(graph_task, return_exceptions=True)
+        status, output, error = await self._outcome(run, graph_task, builder, cancel_reason)
+        self.metrics.run_duration.labels(status).observe(time.perf_counter() - started)
+        if status == "rollback":
+            # Rollback: the run and every checkpoint it wrote disappear, as if it never ran.
+            await self.checkpointer.adelete_for_runs([str(run.run_id)])
+            await self.store.remove(run)
+            return
+        if status == "handed_back":
+            await self.store.requeue(run, self.owner)
+            return
+        await self.store.finish(run, self.owner, cast(Any, status), output, error)
+        if run.temporary:
+            # A stateless run's thread (on_completion=delete) goes; its result stays in the run row.
+            await self.checkpointer.adelete_thread(run.thread_id)
+            await self.registry.delete(run.thread_id, run.user_id)
+
+    async def _supervise(self, run: RunRecord, graph_task: asyncio.Task[None]) -> str | None:
+        """Renew the lease until the graph ends; a cancel request (from any replica) stops it early."""
+        heartbeat = self.settings.lease_seconds / 3
+        with self.notifier.subscribe(f"cancel:{run.run_id}") as cancel:
+            while not graph_task.done():
+                waker = asyncio.create_task(cancel.wait())
+                try:
+                    await asyncio.wait({graph_task, waker}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    # Shutdown past the grace period: the run goes back to the queue for another replica.
+                    return "handed_back"
+                finally:
+                    waker.cancel()
+                cancel.clear()
+                if graph_task.done():
+                    break
+                try:
+                    ours, reason = await self.store.renew(run.run_id, self.owner, self.settings.lease_seconds)
+                except Exception as exc:  # an outage shorter than the lease costs nothing
+                    log.warning("renewing the lease of run %s failed: %s", run.run_id, exc)
+                    continue
+                if not ours:
+                    raise _LeaseLost()
+                if reason is not None:
+                    self.metrics.run_cancellations.labels(reason).inc()
+                    return reason
+        return None
+
+    async def _outcome(
+        self, run: RunRecord, graph_task: asyncio.Task[None], builder: EventBuilder, cancel_reason: str | None
+    ) -> tuple[str, Any, dict[str, Any] | None]:
+        if cancel_reason == "handed_back" or (self._draining and graph_task.cancelled()):
+            return "handed_back", None, None
+        if cancel_reason == "rollback":
+            return "rollback", None, None
+        if cancel_reason is not None:
+            return "interrupted", builder.output(), None
+        exc = graph_task.exception()
+        if exc is None:
+            return "success", builder.output(), None
+        log.warning("run %s failed: %r", run.run_id, exc)
+        error = {"error": type(exc).__name__, "message": str(exc)}
+        await self.events.append(run.run_id, [event("error", error)])
+        return "error", None, error
+
+    async def _run_graph(self, run: RunRecord, builder: EventBuilder) -> None:
+        kwargs = run.kwargs
+        config = cast(RunnableConfig, kwargs["config"])
+        graph_input: Any = kwargs.get("input")
+        if kwargs.get("command") is not None:
+            graph_input = Command(**kwargs["command"])
+        if run.attempt > 1 and await self._wrote_checkpoints(run):
+            # A re-run after a crash continues from the run's last checkpoint instead of repeating its input.
+            graph_input = None
+        await self.events.append(run.run_id, [event("metadata", {"run_id": str(run.run_id), "attempt": run.attempt})])
+        async for part in self.graph.astream(
+            graph_input,
+            config,
+            stream_mode=builder.graph_modes,  # type: ignore[arg-type]
+            interrupt_before=kwargs.get("interrupt_before"),
+            interrupt_after=kwargs.get("interrupt_after"),
+            durability=kwargs.get("durability", "sync"),
+            subgraphs=True,
+        ):
+            namespace, mode, chunk = cast(tuple[tuple[str, ...], str, Any], part)
+            if not kwargs.get("stream_subgraphs") and namespace:
+                continue
+            if out := builder.part(namespace, mode, chunk):
+                await self.events.append(run.run_id, out)
+        if out := builder.complete():
+            await self.events.append(run.run_id, out)
+
+    async def _wrote_checkpoints(self, run: RunRecord) -> bool:
+        config: RunnableConfig = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
+        async for _ in self.checkpointer.alist(config, filter={"run_id": str(run.run_id)}, limit=1):
+            return True
+        return False
+
+    # Sweeping
+
+    async def _sweeper(self) -> None:
+        while True:
+            try:
+                expired = await self.store.expire_leases(
+                    self.settings.on_lease_expiry == "retry", self.settings.max_attempts
+                )
+                for row in expired:
+                    log.warning("run %s lost its lease: now %s", row["run_id"], row["status"])
+                    self.metrics.run_lease_expiries.inc()
+                await self.events.trim(self.settings.event_retention_seconds)
+                await self.store.delete_finished_temporary(self.settings.event_retention_seconds)
+                counts, oldest = await self.store.counts()
+                self.metrics.runs_pending.set(counts.get("pending", 0))
+                self.metrics.runs_running.set(counts.get("running", 0))
+                self.metrics.runs_oldest_pending_age.set(oldest)
+            except Exception as exc:  # the sweeper outlives database outages
+                log.warning("run sweep failed: %s", exc)
+            await asyncio.sleep(self.settings.sweep_seconds)
+
+
+def _stream_modes(kwargs: dict[str, Any]) -> list[str]:
+    modes = kwargs.get("stream_mode") or ["values"]
+    return [modes] if isinstance(modes, str) else list(modes)
