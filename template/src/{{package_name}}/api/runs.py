@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound
+from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, Unavailable
+from ..platform.database import DATABASE_OUTAGES
 from ..platform.registry import ThreadRecord
 from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatus
 from ..platform.services import Services
@@ -218,16 +219,20 @@ def _result(run: RunRecord | None) -> Any:
     return run.output
 
 
-async def _waiting(services: Services, run: RunRecord, cancel_on_disconnect: bool) -> AsyncIterator[bytes]:
-    """The run's result as JSON, after whitespace every heartbeat so proxies keep a long wait open."""
-    waiter = asyncio.create_task(services.runs.wait(run.thread_id, run.run_id))
+async def _waiting(
+    services: Services, run: RunRecord, waiter: asyncio.Task[RunRecord | None], cancel_on_disconnect: bool
+) -> AsyncIterator[bytes]:
+    """The rest of a long wait: whitespace every heartbeat so proxies keep it open, then the result."""
     try:
-        while True:
-            done, _ = await asyncio.wait({waiter}, timeout=services.settings.stream_heartbeat_seconds)
-            if done:
-                break
-            yield b"\n"
-        yield json.dumps(_result(waiter.result()), separators=(",", ":")).encode()
+        while not waiter.done():
+            await asyncio.wait({waiter}, timeout=services.settings.stream_heartbeat_seconds)
+            if not waiter.done():
+                yield b"\n"
+        try:
+            result = _result(waiter.result())
+        except DATABASE_OUTAGES as exc:  # the 200 is gone: the outage travels in the body
+            result = {"__error__": {"error": type(exc).__name__, "message": "database unavailable; join again"}}
+        yield json.dumps(result, separators=(",", ":")).encode()
     finally:
         if not waiter.done():
             waiter.cancel()
@@ -264,10 +269,24 @@ def _sse(
     )
 
 
-def _wait_response(services: Services, run: RunRecord, cancel_on_disconnect: bool) -> StreamingResponse:
-    return StreamingResponse(
-        _waiting(services, run, cancel_on_disconnect), media_type="application/json", headers=_locations(run, "/join")
-    )
+async def _wait_response(services: Services, run: RunRecord, cancel_on_disconnect: bool) -> Response:
+    """A run that ends within one heartbeat gets a plain JSON answer with a real status code (503 for an
+    outage); a longer one a streamed body that the heartbeat keeps alive, as the Agent Server does."""
+    waiter = asyncio.create_task(services.runs.wait(run.thread_id, run.run_id))
+    try:
+        await asyncio.wait({waiter}, timeout=services.settings.stream_heartbeat_seconds)
+    except asyncio.CancelledError:
+        waiter.cancel()
+        raise
+    headers = _locations(run, "/join")
+    if not waiter.done():
+        return StreamingResponse(
+            _waiting(services, run, waiter, cancel_on_disconnect), media_type="application/json", headers=headers
+        )
+    ended = waiter.result()
+    if ended is not None and ended.status == "error" and (ended.error or {}).get("unavailable"):
+        raise Unavailable("the run failed on an outage; retry")
+    return JSONResponse(_result(ended), headers=headers)
 
 
 async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID) -> RunRecord:
@@ -289,10 +308,10 @@ async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, use
 
 
 @router.post("/threads/{thread_id}/runs/wait")
-async def wait_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
+async def wait_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
     record = await _thread(services, user, thread_id, body.if_not_exists)
     run = await _create(services, user, record.thread_id, body, temporary=False)
-    return _wait_response(services, run, body.on_disconnect == "cancel")
+    return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/threads/{thread_id}/runs/stream")
@@ -330,8 +349,8 @@ async def delete_run(run_id: uuid.UUID, record: ThreadDep, services: ServicesDep
 @router.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join_run(
     run_id: uuid.UUID, record: ThreadDep, services: ServicesDep, cancel_on_disconnect: bool = False
-) -> StreamingResponse:
-    return _wait_response(services, await _owned_run(services, record, run_id), cancel_on_disconnect)
+) -> Response:
+    return await _wait_response(services, await _owned_run(services, record, run_id), cancel_on_disconnect)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")
@@ -345,19 +364,19 @@ async def join_run_stream(
     return _sse(services, await _owned_run(services, record, run_id), last_event_id, cancel_on_disconnect)
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/cancel", response_model=None)
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
 async def cancel_run(
     run_id: uuid.UUID,
     record: ThreadDep,
     services: ServicesDep,
     wait: bool = False,
     action: CancelAction = "interrupt",
-) -> Response | StreamingResponse:
+) -> Response:
     run = await _owned_run(services, record, run_id)
     await services.runs.cancel([run.run_id], action)
     if not wait:
         return Response(status_code=202)
-    return _wait_response(services, run, cancel_on_disconnect=False)
+    return await _wait_response(services, run, cancel_on_disconnect=False)
 
 
 # Stateless runs: each on a new thread of the caller's, deleted when the run ends unless on_completion=keep.
@@ -372,10 +391,10 @@ async def create_stateless_run(body: RunCreate, services: ServicesDep, user: Use
 
 
 @router.post("/runs/wait")
-async def wait_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
+async def wait_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
     thread_id = await _stateless_thread(services, user)
     run = await _create(services, user, thread_id, body, temporary=body.on_completion == "delete")
-    return _wait_response(services, run, body.on_disconnect == "cancel")
+    return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/runs/stream")

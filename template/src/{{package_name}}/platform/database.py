@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
+import psycopg_pool
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +22,14 @@ log = logging.getLogger(__name__)
 CONNECTION_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
+# Failures of PostgreSQL itself (not of the query) mean "try again later".
+DATABASE_OUTAGES: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    psycopg_pool.PoolClosed,
+)
 
 
 def embedded_database_url(settings: Settings) -> str:

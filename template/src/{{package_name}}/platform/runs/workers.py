@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -19,6 +20,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from ...errors import Unavailable
+from ..database import DATABASE_OUTAGES
 from ..metrics import Metrics
 from ..registry import ThreadRegistry
 from .bus import EventLog, Notifier, wait_for
@@ -127,6 +130,10 @@ class RunWorkers:
                 await asyncio.gather(graph_task, return_exceptions=True)
         status, output, error = await self._outcome(run, graph_task, builder, cancel_reason)
         self.metrics.run_duration.labels(status).observe(time.perf_counter() - started)
+        # The outcome must reach the database even across a short outage, or waiters wait out the lease.
+        await _retrying(self._record_outcome, run, status, output, error)
+
+    async def _record_outcome(self, run: RunRecord, status: str, output: Any, error: dict[str, Any] | None) -> None:
         if status == "rollback":
             # Rollback: the run and every checkpoint it wrote disappear, as if it never ran.
             await self.checkpointer.adelete_for_runs([str(run.run_id)])
@@ -182,8 +189,13 @@ class RunWorkers:
         if exc is None:
             return "success", builder.output(), None
         log.warning("run %s failed: %r", run.run_id, exc)
-        error = {"error": type(exc).__name__, "message": str(exc)}
-        await self.events.append(run.run_id, [event("error", error)])
+        # An outage is the caller's to retry (a 503 when the wait has not answered yet), a bug is not.
+        unavailable = isinstance(exc, (*DATABASE_OUTAGES, Unavailable))
+        error = {"error": type(exc).__name__, "message": str(exc), "unavailable": unavailable}
+        try:
+            await self.events.append(run.run_id, [event("error", error)])
+        except DATABASE_OUTAGES as append_failed:
+            log.warning("run %s: its error event was lost: %s", run.run_id, append_failed)
         return "error", None, error
 
     async def _run_graph(self, run: RunRecord, builder: EventBuilder) -> None:
@@ -239,6 +251,18 @@ class RunWorkers:
             except Exception as exc:  # the sweeper outlives database outages
                 log.warning("run sweep failed: %s", exc)
             await asyncio.sleep(self.settings.sweep_seconds)
+
+
+async def _retrying(call: Callable[..., Awaitable[None]], *args: Any, attempts: int = 20) -> None:
+    for attempt in range(attempts):
+        try:
+            await call(*args)
+            return
+        except DATABASE_OUTAGES as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("recording a run's outcome failed, retrying: %s", exc)
+            await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
 
 
 def _stream_modes(kwargs: dict[str, Any]) -> list[str]:
