@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.messages import convert_to_messages
@@ -219,6 +220,12 @@ def _result(run: RunRecord | None) -> Any:
     return run.output
 
 
+async def _cancel_after_disconnect(services: Services, run: RunRecord) -> None:
+    # The response's task is being cancelled (the client left): shield the cancel request from that.
+    with anyio.CancelScope(shield=True):
+        await services.runs.cancel([run.run_id], "interrupt")
+
+
 async def _waiting(
     services: Services, run: RunRecord, waiter: asyncio.Task[RunRecord | None], cancel_on_disconnect: bool
 ) -> AsyncIterator[bytes]:
@@ -237,7 +244,7 @@ async def _waiting(
         if not waiter.done():
             waiter.cancel()
             if cancel_on_disconnect:
-                await services.runs.cancel([run.run_id], "interrupt")
+                await _cancel_after_disconnect(services, run)
 
 
 async def _events(
@@ -256,7 +263,7 @@ async def _events(
         finished = True
     finally:
         if not finished and cancel_on_disconnect:
-            await services.runs.cancel([run.run_id], "interrupt")
+            await _cancel_after_disconnect(services, run)
 
 
 def _sse(
