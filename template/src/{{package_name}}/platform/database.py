@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import psycopg_pool
@@ -45,6 +45,11 @@ def embedded_database_url(settings: Settings) -> str:
 
 def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings)
+
+
+def session_url(settings: Settings, pool: Pool) -> str:
+    """Where connections that need session state (LISTEN, session advisory locks) go."""
+    return settings.database_session_url or cast(str, pool.conninfo)  # open_pool always passes a URL
 
 
 async def check_database(pool: Pool, connect_timeout: float) -> None:

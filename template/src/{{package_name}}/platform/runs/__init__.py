@@ -81,7 +81,7 @@ class RunService:
         self, thread_id: str, run_id: uuid.UUID, after: int, heartbeat_seconds: float
     ) -> AsyncIterator[RunEvent | None]:
         """The run's events after ID `after`, until it ends; None whenever heartbeat_seconds pass in silence."""
-        with self.notifier.subscribe(str(run_id)) as changed:
+        with self.notifier.subscribe(str(run_id), f"events:{run_id}") as changed:
             idle_since = asyncio.get_running_loop().time()
             while True:
                 changed.clear()

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import cast
 
 from psycopg import AsyncConnection, OperationalError
 
@@ -35,7 +34,16 @@ MIGRATIONS = (
     "CREATE INDEX IF NOT EXISTS service_run_events_run_idx ON service_run_events (run_id, id)",
 )
 
-INSERT_EVENTS = "INSERT INTO service_run_events (run_id, event, data) VALUES (%s, %s, %s)"
+# One round trip: the events in order, and the notification that wakes their readers.
+INSERT_EVENTS = """
+    WITH inserted AS (
+        INSERT INTO service_run_events (run_id, event, data)
+        SELECT %(run_id)s, e.event, e.data FROM unnest(%(events)s::text[], %(data)s::text[]) WITH ORDINALITY
+            AS e(event, data, n) ORDER BY e.n
+        RETURNING 1
+    )
+    SELECT pg_notify(%(channel)s, %(key)s) FROM (SELECT count(*) FROM inserted) AS done
+"""
 SELECT_EVENTS = """
     SELECT id, event, data FROM service_run_events WHERE run_id = %s AND id > %s ORDER BY id LIMIT 1000
 """
@@ -56,29 +64,33 @@ class RunEvent:
 class Notifier:
     """One LISTEN connection per process, of its own (a pool connection would be held forever).
 
-    Waiters subscribe to a key (a run ID, "cancel:<run ID>", or "queue") and get an asyncio.Event
+    Waiters subscribe to keys ("<run ID>" when its status changes, "events:<run ID>", "cancel:<run ID>",
+    "queue") and get an asyncio.Event
     that each matching notification sets. After a reconnect every waiter is woken, since
     notifications sent meanwhile are lost; waiters re-read the database whenever they wake.
     """
 
-    def __init__(self, pool: Pool, reconnect_seconds: float = 1.0) -> None:
-        self._conninfo = cast(str, pool.conninfo)  # open_pool always passes a URL
+    def __init__(self, conninfo: str, reconnect_seconds: float = 1.0) -> None:
+        self._conninfo = conninfo
         self._reconnect_seconds = reconnect_seconds
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self.connected = asyncio.Event()
 
     @contextmanager
-    def subscribe(self, key: str) -> Iterator[asyncio.Event]:
+    def subscribe(self, *keys: str) -> Iterator[asyncio.Event]:
+        """One event, set by a notification naming any of `keys`."""
         event = asyncio.Event()
-        self._waiters.setdefault(key, set()).add(event)
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(event)
         try:
             yield event
         finally:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[key]
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._waiters[key]
 
     def _wake(self, key: str) -> None:
         for event in self._waiters.get(key, ()):
@@ -126,10 +138,15 @@ class EventLog:
                 await conn.execute(statement)
 
     async def append(self, run_id: uuid.UUID, events: list[tuple[str, str]]) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            async with conn.cursor() as cur:
-                await cur.executemany(INSERT_EVENTS, [(run_id, event, data) for event, data in events])
-            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(run_id)))
+        params = {
+            "run_id": run_id,
+            "events": [name for name, _ in events],
+            "data": [data for _, data in events],
+            "channel": CHANNEL,
+            "key": f"events:{run_id}",
+        }
+        async with self._pool.connection() as conn:
+            await conn.execute(INSERT_EVENTS, params)
 
     async def read(self, run_id: uuid.UUID, after: int) -> list[RunEvent]:
         async with self._pool.connection() as conn:
@@ -139,3 +156,43 @@ class EventLog:
     async def trim(self, retention_seconds: float) -> int:
         async with self._pool.connection() as conn:
             return (await conn.execute(TRIM_EVENTS, (retention_seconds,))).rowcount
+
+
+class EventWriter:
+    """One run's events, written in order by one task. Events that arrive while a write is in flight go
+    together in the next one: one round trip per event when idle, batches under load."""
+
+    def __init__(self, log: EventLog, run_id: uuid.UUID) -> None:
+        self._log = log
+        self._run_id = run_id
+        self._buffer: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.create_task(self._write(), name=f"run-events-{run_id}")
+
+    def add(self, events: list[tuple[str, str]]) -> None:
+        self._buffer.extend(events)
+        self._wake.set()
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._buffer:
+                batch, self._buffer = self._buffer, []
+                await self._log.append(self._run_id, batch)
+            if self._closed:
+                return
+
+    async def close(self) -> None:
+        """Wait until every added event is written; raises what a write raised."""
+        self._closed = True
+        self._wake.set()
+        await self._task
+
+    async def abandon(self) -> None:
+        """Write what can be written, but never raise: the run is already failing or cancelled."""
+        try:
+            await self.close()
+        except Exception as exc:
+            log.warning("run %s: stream events lost: %s", self._run_id, exc)

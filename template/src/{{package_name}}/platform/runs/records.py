@@ -213,8 +213,8 @@ class Claimed:
 
 
 async def notify(conn: AsyncConnection[DictRow], *keys: str) -> None:
-    for key in keys:
-        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, key))
+    if keys:
+        await conn.execute("SELECT pg_notify(%s, key) FROM unnest(%s::text[]) AS key", (CHANNEL, list(keys)))
 
 
 class RunStore:

@@ -24,7 +24,7 @@ from ...errors import Unavailable
 from ..database import DATABASE_OUTAGES
 from ..metrics import Metrics
 from ..registry import ThreadRegistry
-from .bus import EventLog, Notifier, wait_for
+from .bus import EventLog, EventWriter, Notifier, wait_for
 from .events import EventBuilder, event
 from .records import Claimed, RunRecord, RunStore
 
@@ -75,12 +75,15 @@ class RunWorkers:
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._worker(), name=f"run-worker-{n}") for n in range(self.settings.workers)]
-        self.tasks.append(asyncio.create_task(self._sweeper(), name="run-sweeper"))
+        self.tasks = [
+            asyncio.create_task(self._claimer(), name="run-claimer"),
+            asyncio.create_task(self._sweeper(), name="run-sweeper"),
+        ]
 
     async def stop(self, grace_seconds: float) -> None:
         """Drain: stop claiming, let running runs finish within the grace period, hand the rest back."""
         self._claiming = False
+        self.tasks[0].cancel()
         if self._executing:
             await asyncio.wait(self._executing, timeout=grace_seconds)
         self._draining = True
@@ -90,25 +93,30 @@ class RunWorkers:
 
     # Claiming
 
-    async def _worker(self) -> None:
+    async def _claimer(self) -> None:
+        """Claims runs while fewer than `workers` execute here.
+
+        One claiming loop per replica, not one per worker: a NOTIFY then costs one claim query, not a
+        herd of them competing with running graphs for pooled connections.
+        """
+        slots = asyncio.Semaphore(self.settings.workers)
         with self.notifier.subscribe("queue") as wake:
             while self._claiming:
+                await slots.acquire()
                 wake.clear()
                 try:
                     claimed = await self.store.claim(self.owner, self.settings.lease_seconds)
-                except Exception as exc:  # a database outage: keep the worker, retry after the poll interval
+                except Exception as exc:  # a database outage: keep claiming after the poll interval
                     log.warning("claiming a run failed: %s", exc)
                     claimed = None
                 if claimed is None:
+                    slots.release()
                     await wait_for(wake, self.settings.poll_seconds)
                     continue
                 task = asyncio.create_task(self._execute(claimed), name=f"run-{claimed.run.run_id}")
                 self._executing.add(task)
-                try:
-                    # Shielded: a drain cancels the worker loop, not the run it is executing.
-                    await asyncio.shield(task)
-                finally:
-                    self._executing.discard(task)
+                task.add_done_callback(self._executing.discard)
+                task.add_done_callback(lambda _: slots.release())
 
     # Executing
 
@@ -207,23 +215,27 @@ class RunWorkers:
         if run.attempt > 1 and await self._wrote_checkpoints(run):
             # A re-run after a crash continues from the run's last checkpoint instead of repeating its input.
             graph_input = None
-        await self.events.append(run.run_id, [event("metadata", {"run_id": str(run.run_id), "attempt": run.attempt})])
-        async for part in self.graph.astream(
-            graph_input,
-            config,
-            stream_mode=builder.graph_modes,  # type: ignore[arg-type]
-            interrupt_before=kwargs.get("interrupt_before"),
-            interrupt_after=kwargs.get("interrupt_after"),
-            durability=kwargs.get("durability", "sync"),
-            subgraphs=True,
-        ):
-            namespace, mode, chunk = cast(tuple[tuple[str, ...], str, Any], part)
-            if not kwargs.get("stream_subgraphs") and namespace:
-                continue
-            if out := builder.part(namespace, mode, chunk):
-                await self.events.append(run.run_id, out)
-        if out := builder.complete():
-            await self.events.append(run.run_id, out)
+        writer = EventWriter(self.events, run.run_id)
+        writer.add([event("metadata", {"run_id": str(run.run_id), "attempt": run.attempt})])
+        try:
+            async for part in self.graph.astream(
+                graph_input,
+                config,
+                stream_mode=builder.graph_modes,  # type: ignore[arg-type]
+                interrupt_before=kwargs.get("interrupt_before"),
+                interrupt_after=kwargs.get("interrupt_after"),
+                durability=kwargs.get("durability", "sync"),
+                subgraphs=True,
+            ):
+                namespace, mode, chunk = cast(tuple[tuple[str, ...], str, Any], part)
+                if kwargs.get("stream_subgraphs") or not namespace:
+                    writer.add(builder.part(namespace, mode, chunk))
+            writer.add(builder.complete())
+        except BaseException:
+            await writer.abandon()
+            raise
+        # Every event is committed before the run's status says it ended (stream readers rely on it).
+        await writer.close()
 
     async def _wrote_checkpoints(self, run: RunRecord) -> bool:
         config: RunnableConfig = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
