@@ -101,7 +101,9 @@ async def get_thread(record: ThreadDep, services: ServicesDep) -> dict[str, Any]
 
 @router.delete("/threads/{thread_id}", status_code=204)
 async def delete_thread(record: ThreadDep, services: ServicesDep) -> Response:
-    # Checkpoints first: a crash in between leaves an empty thread, never orphaned checkpoints.
+    # Runs first (one still running would write checkpoints again), then checkpoints: a crash in between
+    # leaves an empty thread, never orphaned checkpoints.
+    await services.runs.forget_thread(record.user_id, record.thread_id)
     await services.checkpointer.adelete_thread(record.thread_id)
     await services.registry.delete(record.thread_id, record.user_id)
     return Response(status_code=204)

@@ -104,6 +104,12 @@ class RunService:
     async def cancel(self, run_ids: list[uuid.UUID], action: CancelAction) -> list[uuid.UUID]:
         return await self.store.cancel(run_ids, action)
 
+    async def forget_thread(self, user_id: str, thread_id: str) -> None:
+        """Before a thread is deleted: its runs in flight are rolled back, its finished runs deleted."""
+        inflight = await self.store.cancellable(user_id, ["pending", "running"], thread_id, None)
+        await self.store.cancel(inflight, "rollback")
+        await self.store.delete_finished_of_thread(thread_id)
+
 
 @asynccontextmanager
 async def running(

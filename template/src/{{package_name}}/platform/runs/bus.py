@@ -47,10 +47,13 @@ INSERT_EVENTS = """
 SELECT_EVENTS = """
     SELECT id, event, data FROM service_run_events WHERE run_id = %s AND id > %s ORDER BY id LIMIT 1000
 """
-# Events of runs that ended more than the retention ago (and of runs deleted since) go.
+# Events of runs that ended more than the retention ago go, and those of runs since deleted (rolled back).
 TRIM_EVENTS = """
-    DELETE FROM service_run_events e WHERE e.created_at < now() - make_interval(secs => %s)
-      AND NOT EXISTS (SELECT 1 FROM service_runs r WHERE r.run_id = e.run_id AND r.status IN ('pending', 'running'))
+    DELETE FROM service_run_events e WHERE e.created_at < now() - make_interval(secs => %(retention)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM service_runs r WHERE r.run_id = e.run_id
+            AND (r.ended_at IS NULL OR r.ended_at >= now() - make_interval(secs => %(retention)s))
+      )
 """
 
 
@@ -155,7 +158,7 @@ class EventLog:
 
     async def trim(self, retention_seconds: float) -> int:
         async with self._pool.connection() as conn:
-            return (await conn.execute(TRIM_EVENTS, (retention_seconds,))).rowcount
+            return (await conn.execute(TRIM_EVENTS, {"retention": retention_seconds})).rowcount
 
 
 class EventWriter:

@@ -81,6 +81,7 @@ LIST_RUNS = f"""
     ORDER BY seq DESC LIMIT %s OFFSET %s
 """
 DELETE_RUN = "DELETE FROM service_runs WHERE run_id = %s AND thread_id = %s AND status NOT IN ('pending', 'running')"
+DELETE_FINISHED_OF_THREAD = "DELETE FROM service_runs WHERE thread_id = %s AND status NOT IN ('pending', 'running')"
 THREAD_STATUS = """
     SELECT
         bool_or(status IN ('pending', 'running')) AS busy,
@@ -316,6 +317,10 @@ class RunStore:
     async def delete(self, thread_id: str, run_id: uuid.UUID) -> bool:
         async with self._pool.connection() as conn:
             return (await conn.execute(DELETE_RUN, (run_id, thread_id))).rowcount > 0
+
+    async def delete_finished_of_thread(self, thread_id: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(DELETE_FINISHED_OF_THREAD, (thread_id,))
 
     async def thread_status(self, thread_id: str) -> tuple[bool, str | None]:
         """Whether the thread has a run in flight, and its latest run's status."""
