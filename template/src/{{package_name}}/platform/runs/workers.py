@@ -70,7 +70,6 @@ class RunWorkers:
         self.metrics = metrics
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claiming = True
-        self._draining = False
         self._executing: set[asyncio.Task[None]] = set()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -86,7 +85,6 @@ class RunWorkers:
         self.tasks[0].cancel()
         if self._executing:
             await asyncio.wait(self._executing, timeout=grace_seconds)
-        self._draining = True
         for task in [*self._executing, *self.tasks]:
             task.cancel()
         await asyncio.gather(*self._executing, *self.tasks, return_exceptions=True)
@@ -158,15 +156,19 @@ class RunWorkers:
 
     async def _supervise(self, run: RunRecord, graph_task: asyncio.Task[None]) -> str | None:
         """Renew the lease until the graph ends; a cancel request (from any replica) stops it early."""
+        try:
+            return await self._renew_until_done(run, graph_task)
+        except asyncio.CancelledError:
+            # Shutdown past the drain period: the run goes back to the queue for another replica.
+            return "handed_back"
+
+    async def _renew_until_done(self, run: RunRecord, graph_task: asyncio.Task[None]) -> str | None:
         heartbeat = self.settings.lease_seconds / 3
         with self.notifier.subscribe(f"cancel:{run.run_id}") as cancel:
             while not graph_task.done():
                 waker = asyncio.create_task(cancel.wait())
                 try:
                     await asyncio.wait({graph_task, waker}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
-                except asyncio.CancelledError:
-                    # Shutdown past the grace period: the run goes back to the queue for another replica.
-                    return "handed_back"
                 finally:
                     waker.cancel()
                 cancel.clear()
@@ -174,7 +176,7 @@ class RunWorkers:
                     break
                 try:
                     ours, reason = await self.store.renew(run.run_id, self.owner, self.settings.lease_seconds)
-                except Exception as exc:  # an outage shorter than the lease costs nothing
+                except DATABASE_OUTAGES as exc:  # an outage shorter than the lease costs nothing
                     log.warning("renewing the lease of run %s failed: %s", run.run_id, exc)
                     continue
                 if not ours:
@@ -187,7 +189,7 @@ class RunWorkers:
     async def _outcome(
         self, run: RunRecord, graph_task: asyncio.Task[None], builder: EventBuilder, cancel_reason: str | None
     ) -> tuple[str, Any, dict[str, Any] | None]:
-        if cancel_reason == "handed_back" or (self._draining and graph_task.cancelled()):
+        if cancel_reason == "handed_back":
             return "handed_back", None, None
         if cancel_reason == "rollback":
             return "rollback", None, None
