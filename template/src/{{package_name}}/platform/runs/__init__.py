@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -113,14 +112,20 @@ class RunService:
 
 @asynccontextmanager
 async def running(
-    workers: RunWorkers, notifier: Notifier, metrics: Metrics, drain_seconds: float
+    workers: RunWorkers, notifier: Notifier, metrics: Metrics, drain_seconds: float, connect_timeout: float
 ) -> AsyncIterator[ReadinessCheck]:
     """The run subsystem's background loops as named tasks of the lifespan; yields their readiness check.
 
     On exit the workers drain first (stop claiming, finish or hand back), while the notifier still runs.
     """
     listener = asyncio.create_task(notifier.run(), name="run-notifier")
-    await asyncio.wait({listener, asyncio.create_task(notifier.connected.wait())}, return_when=FIRST_COMPLETED)
+    try:
+        # Not ready without notifications: start-up fails loudly rather than waiting forever.
+        async with asyncio.timeout(connect_timeout):
+            await notifier.connected.wait()
+    except TimeoutError:
+        listener.cancel()
+        raise RuntimeError(f"run notifications could not connect: {notifier.last_error}") from None
     workers.start()
     tasks = [listener, *workers.tasks]
     for task in tasks:

@@ -78,6 +78,7 @@ class Notifier:
         self._reconnect_seconds = reconnect_seconds
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self.connected = asyncio.Event()
+        self.last_error: Exception | None = None
 
     @contextmanager
     def subscribe(self, *keys: str) -> Iterator[asyncio.Event]:
@@ -115,6 +116,7 @@ class Notifier:
                     async for notification in conn.notifies():
                         self._wake(notification.payload)
             except OperationalError as exc:
+                self.last_error = exc
                 log.warning("run notifications lost their connection, reconnecting: %s", exc)
             self.connected.clear()
             await asyncio.sleep(self._reconnect_seconds)
