@@ -183,10 +183,16 @@ async def _thread(services: Services, user: str, thread_id: str, if_not_exists: 
     return await services.registry.create(thread_id, user, "default", {"session_type": "default", "user_id": user})
 
 
-async def _create(services: Services, user: str, thread_id: str, body: RunCreate, temporary: bool) -> RunRecord:
+async def _create(
+    services: Services, user: str, thread_id: str, body: RunCreate, temporary: bool, new_thread: bool = False
+) -> RunRecord:
     run_id = uuid.uuid4()
     kwargs = await _kwargs(services, body, thread_id, run_id)
-    await services.registry.touch(thread_id)
+    if new_thread:
+        # Registered only once the body is valid: a refused stateless run leaves no thread behind.
+        await services.registry.create(thread_id, user, "stateless", {"session_type": "stateless", "user_id": user})
+    else:
+        await services.registry.touch(thread_id)
     return await services.runs.create(
         run_id=run_id,
         thread_id=thread_id,
@@ -200,10 +206,9 @@ async def _create(services: Services, user: str, thread_id: str, body: RunCreate
     )
 
 
-async def _stateless_thread(services: Services, user: str) -> str:
+async def _create_stateless(services: Services, user: str, body: RunCreate) -> RunRecord:
     thread_id = services.thread_ids.generate_thread_id(user, "stateless")
-    await services.registry.create(thread_id, user, "stateless", {"session_type": "stateless", "user_id": user})
-    return thread_id
+    return await _create(services, user, thread_id, body, temporary=body.on_completion == "delete", new_thread=True)
 
 
 def _locations(run: RunRecord, tail: str) -> dict[str, str]:
@@ -391,23 +396,20 @@ async def cancel_run(
 
 @router.post("/runs")
 async def create_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep, response: Response) -> Any:
-    thread_id = await _stateless_thread(services, user)
-    run = await _create(services, user, thread_id, body, temporary=body.on_completion == "delete")
+    run = await _create_stateless(services, user, body)
     response.headers["Content-Location"] = f"/runs/{run.run_id}"
     return run.body()
 
 
 @router.post("/runs/wait")
 async def wait_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
-    thread_id = await _stateless_thread(services, user)
-    run = await _create(services, user, thread_id, body, temporary=body.on_completion == "delete")
+    run = await _create_stateless(services, user, body)
     return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/runs/stream")
 async def stream_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
-    thread_id = await _stateless_thread(services, user)
-    run = await _create(services, user, thread_id, body, temporary=body.on_completion == "delete")
+    run = await _create_stateless(services, user, body)
     return _sse(services, run, None, body.on_disconnect == "cancel")
 
 
@@ -417,8 +419,7 @@ async def create_stateless_batch(
 ) -> list[dict[str, Any]]:
     runs = []
     for item in body:
-        thread_id = await _stateless_thread(services, user)
-        runs.append(await _create(services, user, thread_id, item, temporary=item.on_completion == "delete"))
+        runs.append(await _create_stateless(services, user, item))
     return [run.body() for run in runs]
 
 
