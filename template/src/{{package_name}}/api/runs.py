@@ -30,7 +30,7 @@ from .fields import JsonObject
 
 router = APIRouter(tags=["runs"])
 
-StreamMode = Literal["values", "updates", "messages", "messages-tuple", "custom", "debug", "events"]
+StreamMode = Literal["values", "updates", "messages", "messages-tuple", "custom", "debug"]
 
 
 class RunCommand(BaseModel):

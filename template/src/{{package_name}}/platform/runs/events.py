@@ -9,7 +9,6 @@ from langchain_core.messages import BaseMessage, BaseMessageChunk
 
 from ..encoding import jsonable
 
-StreamMode = str
 # The Agent Server's stream modes, and the LangGraph mode that feeds each.
 GRAPH_MODE: dict[str, str] = {"messages-tuple": "messages", "messages": "messages"}
 
