@@ -154,6 +154,7 @@ SELECT_CANCELLABLE = """
 DELETE_FINISHED_TEMPORARY = """
     DELETE FROM service_runs WHERE temporary AND status NOT IN ('pending', 'running')
       AND ended_at < now() - make_interval(secs => %s)
+    RETURNING thread_id, user_id
 """
 COUNT_BY_STATUS = """
     SELECT status, count(*) AS n FROM service_runs WHERE status IN ('pending', 'running') GROUP BY status
@@ -372,9 +373,11 @@ class RunStore:
             await notify(conn, *(str(row["run_id"]) for row in rows), *(["queue"] if rows else []))
         return rows
 
-    async def delete_finished_temporary(self, retention_seconds: float) -> None:
+    async def delete_finished_temporary(self, retention_seconds: float) -> list[tuple[str, str]]:
+        """Deletes stateless runs a retention after they ended; returns their (thread, user) to delete."""
         async with self._pool.connection() as conn:
-            await conn.execute(DELETE_FINISHED_TEMPORARY, (retention_seconds,))
+            rows = await (await conn.execute(DELETE_FINISHED_TEMPORARY, (retention_seconds,))).fetchall()
+        return [(row["thread_id"], row["user_id"]) for row in rows]
 
     async def counts(self) -> tuple[dict[str, int], float]:
         """Runs pending and running across all replicas, and the age of the oldest claimable one."""

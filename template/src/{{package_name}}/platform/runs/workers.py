@@ -257,7 +257,13 @@ class RunWorkers:
                     log.warning("run %s lost its lease: now %s", row["run_id"], row["status"])
                     self.metrics.run_lease_expiries.inc()
                 await self.events.trim(self.settings.event_retention_seconds)
-                await self.store.delete_finished_temporary(self.settings.event_retention_seconds)
+                # A stateless run's thread is normally deleted when it ends; this also catches runs
+                # cancelled before they started, which no worker saw.
+                for thread_id, user_id in await self.store.delete_finished_temporary(
+                    self.settings.event_retention_seconds
+                ):
+                    await self.checkpointer.adelete_thread(thread_id)
+                    await self.registry.delete(thread_id, user_id)
                 counts, oldest = await self.store.counts()
                 self.metrics.runs_pending.set(counts.get("pending", 0))
                 self.metrics.runs_running.set(counts.get("running", 0))
