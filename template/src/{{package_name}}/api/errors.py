@@ -5,23 +5,15 @@ from __future__ import annotations
 import logging
 
 import psycopg
-import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import PayloadTooLarge, ServiceError, Unavailable
+from ..platform.database import DATABASE_OUTAGES
 
 log = logging.getLogger(__name__)
-
-# Failures of PostgreSQL itself (not of the query) mean "try again later".
-DATABASE_OUTAGES: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg_pool.PoolTimeout,
-    psycopg_pool.PoolClosed,
-)
 
 
 def error_response(status: int, detail: object) -> JSONResponse:

@@ -1,34 +1,36 @@
-"""Run routes: run the graph on a thread and wait for it, or stream it as server-sent events."""
+"""Run routes, as the Agent Server names them: background runs, wait, stream, join, cancel, stateless runs.
+
+Every run, whatever route made it, is a row executed by the run workers (platform/runs): these
+routes validate, create the row, and then wait for it or stream its events.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
-from langchain_core.messages import BaseMessage, BaseMessageChunk, convert_to_messages
+import anyio
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
-from langgraph.errors import EmptyInputError, GraphRecursionError, InvalidUpdateError
-from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, Unavailable
+from ..platform.database import DATABASE_OUTAGES
 from ..platform.registry import ThreadRecord
+from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatus
 from ..platform.services import Services
-from .deps import ServicesDep, ThreadDep
+from ..platform.threads import InvalidThreadId
+from .deps import ServicesDep, ThreadDep, UserDep
 from .fields import JsonObject
-from .serialize import jsonable
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
 
 StreamMode = Literal["values", "updates", "messages", "messages-tuple", "custom", "debug"]
-# The Agent Server's stream modes, and the LangGraph mode that feeds each.
-GRAPH_MODE: dict[str, str] = {"messages-tuple": "messages", "messages": "messages"}
 
 
 class RunCommand(BaseModel):
@@ -38,8 +40,14 @@ class RunCommand(BaseModel):
     goto: str | list[str] | None = None
 
 
+class CheckpointSelector(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    checkpoint_id: str | None = Field(default=None, max_length=256)
+    checkpoint_ns: str = Field(default="", max_length=1024)
+
+
 class RunCreate(BaseModel):
-    # langgraph-sdk sends options this service does not implement (webhooks, multitask...): ignore them.
+    # langgraph-sdk sends options this service does not implement (webhooks, feedback keys...): ignore them.
     model_config = ConfigDict(extra="ignore")
     assistant_id: str = Field(max_length=256)
     input: dict[str, Any] | None = None
@@ -47,9 +55,32 @@ class RunCreate(BaseModel):
     config: JsonObject | None = None
     metadata: JsonObject | None = None
     stream_mode: StreamMode | list[StreamMode] = "values"
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
     interrupt_before: list[str] | Literal["*"] | None = None
     interrupt_after: list[str] | Literal["*"] | None = None
     durability: Literal["sync", "async", "exit"] = "sync"
+    checkpoint: CheckpointSelector | None = None
+    checkpoint_id: str | None = Field(default=None, max_length=256)
+    multitask_strategy: MultitaskStrategy = "enqueue"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    on_disconnect: Literal["cancel", "continue"] = "continue"
+    on_completion: Literal["delete", "keep"] = "delete"
+    after_seconds: float = Field(default=0, ge=0, le=86_400 * 7)
+
+
+CANCEL_STATUSES: dict[str, list[RunStatus]] = {
+    "pending": ["pending"],
+    "running": ["running"],
+    "all": ["pending", "running"],
+}
+
+
+class RunsCancel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    thread_id: str | None = None
+    run_ids: list[uuid.UUID] | None = None
+    status: Literal["pending", "running", "all"] | None = None
 
 
 def _check_nodes(services: Services, field: str, nodes: list[str] | str | None) -> None:
@@ -73,28 +104,38 @@ def _check_input(services: Services, graph_input: dict[str, Any]) -> None:
             raise InvalidInput(f"input.messages is not a list of chat messages: {exc}") from exc
 
 
-def _run_config(record: ThreadRecord, body: RunCreate) -> RunnableConfig:
+def _run_config(thread_id: str, run_id: uuid.UUID, body: RunCreate) -> RunnableConfig:
     client = body.config or {}
-    # The thread and checkpoint are the server's to choose; the rest of configurable is the graph's.
+    # The thread, run and checkpoint are the server's to set; the rest of configurable is the graph's.
     configurable = {
         k: v
         for k, v in (client.get("configurable") or {}).items()
-        if not k.startswith(("thread_id", "checkpoint", "__"))
+        if not k.startswith(("thread_id", "checkpoint", "run_id", "__"))
     }
-    configurable["thread_id"] = record.thread_id
+    configurable["thread_id"] = thread_id
+    # In every checkpoint's metadata: a rollback deletes the checkpoints of its run by this ID.
+    configurable["run_id"] = str(run_id)
+    checkpoint_id = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint else None)
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
     recursion_limit = client.get("recursion_limit", 25)
     if not isinstance(recursion_limit, int) or not 1 <= recursion_limit <= 200:
         raise InvalidInput("config.recursion_limit must be an integer between 1 and 200")
     return {"configurable": configurable, "recursion_limit": recursion_limit, "metadata": body.metadata or {}}
 
 
-async def _prepare(services: Services, body: RunCreate, record: ThreadRecord) -> tuple[Any, RunnableConfig]:
-    """Validate everything before the run starts: a stream's 200 cannot be taken back."""
+async def _kwargs(services: Services, body: RunCreate, thread_id: str, run_id: uuid.UUID) -> dict[str, Any]:
+    """Validate everything before the run is queued: a stream's 200 cannot be taken back."""
     if body.assistant_id != services.settings.assistant_id:
         raise NotFound("Assistant not found")
+    if body.input is not None and body.command is not None:
+        raise InvalidInput("send input or command, not both")
     _check_nodes(services, "interrupt_before", body.interrupt_before)
     _check_nodes(services, "interrupt_after", body.interrupt_after)
-    config = _run_config(record, body)
+    config = _run_config(thread_id, run_id, body)
+    command: dict[str, Any] | None = None
+    # The thread's state decides what can run only when no earlier run is queued to change it first.
+    busy, _ = await services.runs.store.thread_status(thread_id)
     if body.command is not None:
         given = body.command.model_fields_set
         if not given:
@@ -103,126 +144,292 @@ async def _prepare(services: Services, body: RunCreate, record: ThreadRecord) ->
             _check_nodes(services, "command.goto", body.command.goto)
         if body.command.update is not None:
             _check_input(services, body.command.update)
-        if "resume" in given and not (await services.graph.aget_state(config)).interrupts:
+        if "resume" in given and not busy and not (await services.graph.aget_state(config)).interrupts:
             raise InvalidInput("the thread has no interrupt to resume")
-        return Command(**{name: getattr(body.command, name) for name in given}), config
-    if body.input is None:
-        if not (await services.graph.aget_state(config)).next:
+        command = {name: getattr(body.command, name) for name in given}
+    elif body.input is None:
+        if not busy and not (await services.graph.aget_state(config)).next:
             raise InvalidInput("nothing to run: send input, or a command to resume an interrupt")
-        return None, config
-    if not body.input:
+    elif not body.input:
         raise InvalidInput("input is empty")
-    _check_input(services, body.input)
-    return body.input, config
+    else:
+        _check_input(services, body.input)
+    return {
+        "input": body.input,
+        "command": command,
+        "config": config,
+        "stream_mode": body.stream_mode if isinstance(body.stream_mode, list) else [body.stream_mode],
+        "stream_subgraphs": body.stream_subgraphs,
+        "stream_resumable": body.stream_resumable,
+        "interrupt_before": body.interrupt_before,
+        "interrupt_after": body.interrupt_after,
+        "durability": body.durability,
+    }
 
 
-GRAPH_INPUT_ERRORS = (EmptyInputError, InvalidUpdateError, GraphRecursionError)
+async def _thread(services: Services, user: str, thread_id: str, if_not_exists: str) -> ThreadRecord:
+    """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new."""
+    try:
+        owner = services.thread_ids.owner_of(thread_id)
+    except InvalidThreadId as exc:
+        raise ThreadNotFound() from exc
+    if owner != user:
+        raise ThreadNotFound()
+    record = await services.registry.get(thread_id, user)
+    if record is not None:
+        return record
+    if if_not_exists != "create":
+        raise ThreadNotFound()
+    return await services.registry.create(thread_id, user, "default", {"session_type": "default", "user_id": user})
+
+
+async def _create(
+    services: Services, user: str, thread_id: str, body: RunCreate, temporary: bool, new_thread: bool = False
+) -> RunRecord:
+    run_id = uuid.uuid4()
+    kwargs = await _kwargs(services, body, thread_id, run_id)
+    if new_thread:
+        # Registered only once the body is valid: a refused stateless run leaves no thread behind.
+        await services.registry.create(thread_id, user, "stateless", {"session_type": "stateless", "user_id": user})
+    else:
+        await services.registry.touch(thread_id)
+    return await services.runs.create(
+        run_id=run_id,
+        thread_id=thread_id,
+        user_id=user,
+        assistant_id=body.assistant_id,
+        strategy=body.multitask_strategy,
+        kwargs=kwargs,
+        metadata=body.metadata or {},
+        temporary=temporary,
+        after_seconds=body.after_seconds,
+    )
+
+
+async def _create_stateless(services: Services, user: str, body: RunCreate) -> RunRecord:
+    thread_id = services.thread_ids.generate_thread_id(user, "stateless")
+    return await _create(services, user, thread_id, body, temporary=body.on_completion == "delete", new_thread=True)
+
+
+def _locations(run: RunRecord, tail: str) -> dict[str, str]:
+    base = f"/threads/{run.thread_id}/runs/{run.run_id}"
+    return {"Location": base + tail, "Content-Location": base}
+
+
+def _result(run: RunRecord | None) -> Any:
+    """What wait and join return: the final values, or the error as the Agent Server reports it."""
+    if run is None:
+        return {"__error__": {"error": "RunDeleted", "message": "the run was rolled back"}}
+    if run.status == "error":
+        return {"__error__": run.error}
+    return run.output
+
+
+async def _cancel_after_disconnect(services: Services, run: RunRecord) -> None:
+    # The response's task is being cancelled (the client left): shield the cancel request from that.
+    with anyio.CancelScope(shield=True):
+        await services.runs.cancel([run.run_id], "interrupt")
+
+
+async def _waiting(
+    services: Services, run: RunRecord, waiter: asyncio.Task[RunRecord | None], cancel_on_disconnect: bool
+) -> AsyncIterator[bytes]:
+    """The rest of a long wait: whitespace every heartbeat so proxies keep it open, then the result."""
+    try:
+        while not waiter.done():
+            await asyncio.wait({waiter}, timeout=services.settings.stream_heartbeat_seconds)
+            if not waiter.done():
+                yield b"\n"
+        try:
+            result = _result(waiter.result())
+        except DATABASE_OUTAGES as exc:  # the 200 is gone: the outage travels in the body
+            result = {"__error__": {"error": type(exc).__name__, "message": "database unavailable; join again"}}
+        yield json.dumps(result, separators=(",", ":")).encode()
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+            if cancel_on_disconnect:
+                await _cancel_after_disconnect(services, run)
+
+
+async def _events(
+    services: Services, run: RunRecord, last_event_id: str | None, cancel_on_disconnect: bool
+) -> AsyncIterator[bytes]:
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    finished = False
+    try:
+        async for item in services.runs.stream(
+            run.thread_id, run.run_id, after, services.settings.stream_heartbeat_seconds
+        ):
+            if item is None:
+                yield b": heartbeat\n\n"
+            else:
+                yield f"event: {item.event}\ndata: {item.data}\nid: {item.id}\n\n".encode()
+        finished = True
+    finally:
+        if not finished and cancel_on_disconnect:
+            await _cancel_after_disconnect(services, run)
+
+
+def _sse(
+    services: Services, run: RunRecord, last_event_id: str | None, cancel_on_disconnect: bool
+) -> StreamingResponse:
+    return StreamingResponse(
+        _events(services, run, last_event_id, cancel_on_disconnect),
+        media_type="text/event-stream",
+        headers={**_locations(run, "/stream"), "Cache-Control": "no-store"},
+    )
+
+
+async def _wait_response(services: Services, run: RunRecord, cancel_on_disconnect: bool) -> Response:
+    """A run that ends within one heartbeat gets a plain JSON answer with a real status code (503 for an
+    outage); a longer one a streamed body that the heartbeat keeps alive, as the Agent Server does."""
+    waiter = asyncio.create_task(services.runs.wait(run.thread_id, run.run_id))
+    try:
+        await asyncio.wait({waiter}, timeout=services.settings.stream_heartbeat_seconds)
+    except asyncio.CancelledError:
+        waiter.cancel()
+        raise
+    headers = _locations(run, "/join")
+    if not waiter.done():
+        return StreamingResponse(
+            _waiting(services, run, waiter, cancel_on_disconnect), media_type="application/json", headers=headers
+        )
+    ended = waiter.result()
+    if ended is not None and ended.status == "error" and (ended.error or {}).get("unavailable"):
+        raise Unavailable("the run failed on an outage; retry")
+    return JSONResponse(_result(ended), headers=headers)
+
+
+async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID) -> RunRecord:
+    run = await services.runs.store.get(record.thread_id, run_id)
+    if run is None:
+        raise NotFound("Run not found")
+    return run
+
+
+# Runs on a thread
+
+
+@router.post("/threads/{thread_id}/runs")
+async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep, response: Response) -> Any:
+    record = await _thread(services, user, thread_id, body.if_not_exists)
+    run = await _create(services, user, record.thread_id, body, temporary=False)
+    response.headers["Content-Location"] = f"/threads/{run.thread_id}/runs/{run.run_id}"
+    return run.body()
 
 
 @router.post("/threads/{thread_id}/runs/wait")
-async def wait_run(body: RunCreate, record: ThreadDep, services: ServicesDep) -> Any:
-    graph_input, config = await _prepare(services, body, record)
-    services.active_runs.claim(record.thread_id)
-    try:
-        await services.registry.touch(record.thread_id)
-        result = await services.graph.ainvoke(
-            graph_input,
-            config,
-            interrupt_before=body.interrupt_before,
-            interrupt_after=body.interrupt_after,
-            durability=body.durability,
-        )
-    except GRAPH_INPUT_ERRORS as exc:
-        raise InvalidInput(str(exc)) from exc
-    finally:
-        services.active_runs.release(record.thread_id)
-    return jsonable(result)
-
-
-def _sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(jsonable(data), separators=(',', ':'))}\n\n".encode()
-
-
-class _MessageAccumulator:
-    """Builds the Agent Server's 'messages' events (metadata/partial/complete) from message chunks."""
-
-    def __init__(self) -> None:
-        self._messages: dict[str, BaseMessage] = {}
-
-    def events(self, chunk: BaseMessage, metadata: dict[str, Any]) -> list[bytes]:
-        key = chunk.id or "0"
-        out = []
-        if key not in self._messages:
-            out.append(_sse("messages/metadata", {key: {"metadata": metadata}}))
-            self._messages[key] = chunk
-        else:
-            previous = self._messages[key]
-            if isinstance(previous, BaseMessageChunk) and isinstance(chunk, BaseMessageChunk):
-                self._messages[key] = previous + chunk
-            else:
-                self._messages[key] = chunk
-        out.append(_sse("messages/partial", [self._messages[key]]))
-        return out
-
-    def complete(self) -> list[bytes]:
-        return [_sse("messages/complete", [m]) for m in self._messages.values()]
-
-
-async def _stream(
-    services: Services,
-    body: RunCreate,
-    record: ThreadRecord,
-    graph_input: Any,
-    config: RunnableConfig,
-    run_id: str,
-) -> AsyncIterator[bytes]:
-    requested = body.stream_mode if isinstance(body.stream_mode, list) else [body.stream_mode]
-    graph_modes = sorted({GRAPH_MODE.get(mode, mode) for mode in requested})
-    messages = _MessageAccumulator() if "messages" in requested else None
-    try:
-        yield _sse("metadata", {"run_id": run_id, "attempt": 1})
-        async for part in services.graph.astream(
-            graph_input,
-            config,
-            stream_mode=graph_modes,  # type: ignore[arg-type]
-            interrupt_before=body.interrupt_before,
-            interrupt_after=body.interrupt_after,
-            durability=body.durability,
-        ):
-            mode, chunk = cast(tuple[str, Any], part)
-            if mode == "messages":
-                message, metadata = chunk
-                if "messages-tuple" in requested:
-                    yield _sse("messages", [message, metadata])
-                if messages is not None:
-                    for event in messages.events(message, metadata):
-                        yield event
-            else:
-                yield _sse(mode, chunk)
-        if messages is not None:
-            for event in messages.complete():
-                yield event
-    except Exception as exc:
-        # Headers are gone: the failure travels as an 'error' event, as the Agent Server does.
-        log.warning("run %s failed: %s", run_id, exc)
-        yield _sse("error", {"error": type(exc).__name__, "message": "run failed; see the service logs"})
-    finally:
-        services.active_runs.release(record.thread_id)
+async def wait_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
+    record = await _thread(services, user, thread_id, body.if_not_exists)
+    run = await _create(services, user, record.thread_id, body, temporary=False)
+    return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/threads/{thread_id}/runs/stream")
-async def stream_run(body: RunCreate, record: ThreadDep, services: ServicesDep) -> StreamingResponse:
-    graph_input, config = await _prepare(services, body, record)
-    services.active_runs.claim(record.thread_id)
-    try:
-        # A database outage is a 503 now, not an error event after the 200.
-        await services.registry.touch(record.thread_id)
-    except BaseException:
-        services.active_runs.release(record.thread_id)
-        raise
-    run_id = str(uuid.uuid4())
-    return StreamingResponse(
-        _stream(services, body, record, graph_input, config, run_id),
-        media_type="text/event-stream",
-        headers={"Content-Location": f"/threads/{record.thread_id}/runs/{run_id}", "Cache-Control": "no-store"},
-    )
+async def stream_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
+    record = await _thread(services, user, thread_id, body.if_not_exists)
+    run = await _create(services, user, record.thread_id, body, temporary=False)
+    return _sse(services, run, None, body.on_disconnect == "cancel")
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(
+    record: ThreadDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: RunStatus | None = None,
+) -> list[dict[str, Any]]:
+    return [run.body() for run in await services.runs.store.list_for_thread(record.thread_id, status, limit, offset)]
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def get_run(run_id: uuid.UUID, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
+    return (await _owned_run(services, record, run_id)).body()
+
+
+@router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
+async def delete_run(run_id: uuid.UUID, record: ThreadDep, services: ServicesDep) -> Response:
+    run = await _owned_run(services, record, run_id)
+    if not run.done:
+        raise Conflict("the run is still pending or running: cancel it first")
+    await services.runs.store.delete(record.thread_id, run_id)
+    return Response(status_code=204)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join_run(
+    run_id: uuid.UUID, record: ThreadDep, services: ServicesDep, cancel_on_disconnect: bool = False
+) -> Response:
+    return await _wait_response(services, await _owned_run(services, record, run_id), cancel_on_disconnect)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+async def join_run_stream(
+    run_id: uuid.UUID,
+    record: ThreadDep,
+    services: ServicesDep,
+    cancel_on_disconnect: bool = False,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    return _sse(services, await _owned_run(services, record, run_id), last_event_id, cancel_on_disconnect)
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(
+    run_id: uuid.UUID,
+    record: ThreadDep,
+    services: ServicesDep,
+    wait: bool = False,
+    action: CancelAction = "interrupt",
+) -> Response:
+    run = await _owned_run(services, record, run_id)
+    await services.runs.cancel([run.run_id], action)
+    if not wait:
+        return Response(status_code=202)
+    return await _wait_response(services, run, cancel_on_disconnect=False)
+
+
+# Stateless runs: each on a new thread of the caller's, deleted when the run ends unless on_completion=keep.
+
+
+@router.post("/runs")
+async def create_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep, response: Response) -> Any:
+    run = await _create_stateless(services, user, body)
+    response.headers["Content-Location"] = f"/runs/{run.run_id}"
+    return run.body()
+
+
+@router.post("/runs/wait")
+async def wait_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
+    run = await _create_stateless(services, user, body)
+    return await _wait_response(services, run, body.on_disconnect == "cancel")
+
+
+@router.post("/runs/stream")
+async def stream_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
+    run = await _create_stateless(services, user, body)
+    return _sse(services, run, None, body.on_disconnect == "cancel")
+
+
+@router.post("/runs/batch")
+async def create_stateless_batch(
+    body: Annotated[list[RunCreate], Field(min_length=1, max_length=100)], services: ServicesDep, user: UserDep
+) -> list[dict[str, Any]]:
+    runs = []
+    for item in body:
+        runs.append(await _create_stateless(services, user, item))
+    return [run.body() for run in runs]
+
+
+@router.post("/runs/cancel", status_code=204)
+async def cancel_runs(
+    body: RunsCancel, services: ServicesDep, user: UserDep, action: CancelAction = "interrupt"
+) -> Response:
+    statuses = CANCEL_STATUSES[body.status or "all"]
+    if body.thread_id is None and body.run_ids is None and body.status is None:
+        raise InvalidInput("name a thread_id, run_ids or a status")
+    run_ids = await services.runs.store.cancellable(user, statuses, body.thread_id, body.run_ids)
+    await services.runs.cancel(run_ids, action)
+    return Response(status_code=204)

@@ -54,12 +54,15 @@ def thread_config(thread_id: str, checkpoint: CheckpointRef | None = None) -> Ru
 async def thread_body(services: Services, record: ThreadRecord) -> dict[str, Any]:
     snapshot = await services.graph.aget_state(thread_config(record.thread_id))
     interrupts = [{"value": jsonable(i.value), "id": i.id} for t in snapshot.tasks for i in t.interrupts]
+    # Derived, never stored: a run in flight makes the thread busy, wherever it runs.
+    busy, last_status = await services.runs.store.thread_status(record.thread_id)
+    status = "busy" if busy else "interrupted" if interrupts else "error" if last_status == "error" else "idle"
     return {
         "thread_id": record.thread_id,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "metadata": record.metadata,
-        "status": "interrupted" if interrupts else "idle",
+        "status": status,
         "values": jsonable(snapshot.values),
         "interrupts": {record.thread_id: interrupts} if interrupts else {},
     }
@@ -98,7 +101,9 @@ async def get_thread(record: ThreadDep, services: ServicesDep) -> dict[str, Any]
 
 @router.delete("/threads/{thread_id}", status_code=204)
 async def delete_thread(record: ThreadDep, services: ServicesDep) -> Response:
-    # Checkpoints first: a crash in between leaves an empty thread, never orphaned checkpoints.
+    # Runs first (one still running would write checkpoints again), then checkpoints: a crash in between
+    # leaves an empty thread, never orphaned checkpoints.
+    await services.runs.forget_thread(record.user_id, record.thread_id)
     await services.checkpointer.adelete_thread(record.thread_id)
     await services.registry.delete(record.thread_id, record.user_id)
     return Response(status_code=204)

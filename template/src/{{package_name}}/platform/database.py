@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
+import psycopg
+import psycopg_pool
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +22,14 @@ log = logging.getLogger(__name__)
 CONNECTION_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
+# Failures of PostgreSQL itself (not of the query) mean "try again later".
+DATABASE_OUTAGES: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    psycopg_pool.PoolClosed,
+)
 
 
 def embedded_database_url(settings: Settings) -> str:
@@ -35,6 +45,11 @@ def embedded_database_url(settings: Settings) -> str:
 
 def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings)
+
+
+def session_url(settings: Settings, pool: Pool) -> str:
+    """Where connections that need session state (LISTEN, session advisory locks) go."""
+    return settings.database_session_url or cast(str, pool.conninfo)  # open_pool always passes a URL
 
 
 async def check_database(pool: Pool, connect_timeout: float) -> None:

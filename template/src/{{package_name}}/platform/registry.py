@@ -52,12 +52,10 @@ class ThreadRegistry:
         self._pool = pool
 
     async def setup(self) -> None:
-        async with self._pool.connection() as conn:
-            # One migrating instance at a time when several replicas start together.
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('service_threads'))")
-                for statement in MIGRATIONS:
-                    await conn.execute(statement)
+        """Run under platform.migrations.migration_lock, like every subsystem's migrations."""
+        async with self._pool.connection() as conn, conn.transaction():
+            for statement in MIGRATIONS:
+                await conn.execute(statement)
 
     async def create(self, thread_id: str, user_id: str, session_type: str, metadata: dict[str, Any]) -> ThreadRecord:
         async with self._pool.connection() as conn:

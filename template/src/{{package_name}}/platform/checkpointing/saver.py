@@ -39,6 +39,14 @@ from ..metrics import Metrics
 
 T = TypeVar("T")
 
+# The service puts each run's ID in its checkpoints' metadata (configurable.run_id), as the Agent Server does.
+DELETE_RUN_WRITES = """
+    DELETE FROM checkpoint_writes w USING checkpoints c
+    WHERE c.metadata->>'run_id' = ANY(%s) AND w.thread_id = c.thread_id
+      AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
+"""
+DELETE_RUN_CHECKPOINTS = "DELETE FROM checkpoints WHERE metadata->>'run_id' = ANY(%s)"
+
 
 @dataclass(slots=True)
 class Statement:
@@ -220,6 +228,12 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         # Rows first: a failure in between leaves unreferenced objects, never a row without its object.
         if self.payloads is not None:
             await self.payloads.delete_thread(str(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints the runs wrote, and their writes (a rollback); blobs may be shared, so stay."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(DELETE_RUN_WRITES, (list(run_ids),))
+            await conn.execute(DELETE_RUN_CHECKPOINTS, (list(run_ids),))
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
         if self.payloads is not None:

@@ -1,0 +1,203 @@
+"""The event bus between replicas: run events as ordered rows, LISTEN/NOTIFY to wake whoever waits.
+
+A stream reader (on any replica) reads a run's events after the last ID it sent, then sleeps until
+a notification names the run. Events are rows, so a reader that reconnects with Last-Event-ID
+resumes exactly where it stopped, and a notification lost in a reconnect costs a poll, not an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection, OperationalError
+
+from ..database import Pool
+from .records import CHANNEL
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS service_run_events (
+        id BIGSERIAL PRIMARY KEY,
+        run_id UUID NOT NULL,
+        event TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS service_run_events_run_idx ON service_run_events (run_id, id)",
+)
+
+# One round trip: the events in order, and the notification that wakes their readers.
+INSERT_EVENTS = """
+    WITH inserted AS (
+        INSERT INTO service_run_events (run_id, event, data)
+        SELECT %(run_id)s, e.event, e.data FROM unnest(%(events)s::text[], %(data)s::text[]) WITH ORDINALITY
+            AS e(event, data, n) ORDER BY e.n
+        RETURNING 1
+    )
+    SELECT pg_notify(%(channel)s, %(key)s) FROM (SELECT count(*) FROM inserted) AS done
+"""
+SELECT_EVENTS = """
+    SELECT id, event, data FROM service_run_events WHERE run_id = %s AND id > %s ORDER BY id LIMIT 1000
+"""
+# Events of runs that ended more than the retention ago go, and those of runs since deleted (rolled back).
+TRIM_EVENTS = """
+    DELETE FROM service_run_events e WHERE e.created_at < now() - make_interval(secs => %(retention)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM service_runs r WHERE r.run_id = e.run_id
+            AND (r.ended_at IS NULL OR r.ended_at >= now() - make_interval(secs => %(retention)s))
+      )
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    id: int
+    event: str
+    data: str
+
+
+class Notifier:
+    """One LISTEN connection per process, of its own (a pool connection would be held forever).
+
+    Waiters subscribe to keys ("<run ID>" when its status changes, "events:<run ID>", "cancel:<run ID>",
+    "queue") and get an asyncio.Event
+    that each matching notification sets. After a reconnect every waiter is woken, since
+    notifications sent meanwhile are lost; waiters re-read the database whenever they wake.
+    """
+
+    def __init__(self, conninfo: str, reconnect_seconds: float = 1.0) -> None:
+        self._conninfo = conninfo
+        self._reconnect_seconds = reconnect_seconds
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self.connected = asyncio.Event()
+        self.last_error: Exception | None = None
+
+    @contextmanager
+    def subscribe(self, *keys: str) -> Iterator[asyncio.Event]:
+        """One event, set by a notification naming any of `keys`."""
+        event = asyncio.Event()
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._waiters[key]
+
+    def _wake(self, key: str) -> None:
+        for event in self._waiters.get(key, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
+    async def run(self) -> None:
+        """The listener loop: a named task of the lifespan, reconnecting until cancelled."""
+        while True:
+            try:
+                async with await AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected.set()
+                    self._wake_all()
+                    async for notification in conn.notifies():
+                        self._wake(notification.payload)
+            except OperationalError as exc:
+                self.last_error = exc
+                log.warning("run notifications lost their connection, reconnecting: %s", exc)
+            self.connected.clear()
+            await asyncio.sleep(self._reconnect_seconds)
+
+
+async def wait_for(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
+
+
+class EventLog:
+    """Run events in PostgreSQL: written by the executing worker, read by any replica's streams."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def setup(self) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            for statement in MIGRATIONS:
+                await conn.execute(statement)
+
+    async def append(self, run_id: uuid.UUID, events: list[tuple[str, str]]) -> None:
+        params = {
+            "run_id": run_id,
+            "events": [name for name, _ in events],
+            "data": [data for _, data in events],
+            "channel": CHANNEL,
+            "key": f"events:{run_id}",
+        }
+        async with self._pool.connection() as conn:
+            await conn.execute(INSERT_EVENTS, params)
+
+    async def read(self, run_id: uuid.UUID, after: int) -> list[RunEvent]:
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(SELECT_EVENTS, (run_id, after))).fetchall()
+        return [RunEvent(row["id"], row["event"], row["data"]) for row in rows]
+
+    async def trim(self, retention_seconds: float) -> int:
+        async with self._pool.connection() as conn:
+            return (await conn.execute(TRIM_EVENTS, {"retention": retention_seconds})).rowcount
+
+
+class EventWriter:
+    """One run's events, written in order by one task. Events that arrive while a write is in flight go
+    together in the next one: one round trip per event when idle, batches under load."""
+
+    def __init__(self, log: EventLog, run_id: uuid.UUID) -> None:
+        self._log = log
+        self._run_id = run_id
+        self._buffer: list[tuple[str, str]] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.create_task(self._write(), name=f"run-events-{run_id}")
+
+    def add(self, events: list[tuple[str, str]]) -> None:
+        self._buffer.extend(events)
+        self._wake.set()
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._buffer:
+                batch, self._buffer = self._buffer, []
+                await self._log.append(self._run_id, batch)
+            if self._closed:
+                return
+
+    async def close(self) -> None:
+        """Wait until every added event is written; raises what a write raised."""
+        self._closed = True
+        self._wake.set()
+        await self._task
+
+    async def abandon(self) -> None:
+        """Write what can be written, but never raise: the run is already failing or cancelled."""
+        try:
+            await self.close()
+        except Exception as exc:
+            log.warning("run %s: stream events lost: %s", self._run_id, exc)

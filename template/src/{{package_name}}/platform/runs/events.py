@@ -1,0 +1,80 @@
+"""The Agent Server's stream events, built from LangGraph's stream parts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.messages import BaseMessage, BaseMessageChunk
+
+from ..encoding import jsonable
+
+# The Agent Server's stream modes, and the LangGraph mode that feeds each.
+GRAPH_MODE: dict[str, str] = {"messages-tuple": "messages", "messages": "messages"}
+
+Event = tuple[str, str]
+
+
+def event(name: str, data: Any) -> Event:
+    return name, json.dumps(jsonable(data), separators=(",", ":"))
+
+
+class MessageAccumulator:
+    """Builds the Agent Server's 'messages' events (metadata/partial/complete) from message chunks."""
+
+    def __init__(self) -> None:
+        self._messages: dict[str, BaseMessage] = {}
+
+    def events(self, chunk: BaseMessage, metadata: dict[str, Any]) -> list[Event]:
+        key = chunk.id or "0"
+        out = []
+        if key not in self._messages:
+            out.append(event("messages/metadata", {key: {"metadata": metadata}}))
+            self._messages[key] = chunk
+        else:
+            previous = self._messages[key]
+            if isinstance(previous, BaseMessageChunk) and isinstance(chunk, BaseMessageChunk):
+                self._messages[key] = previous + chunk
+            else:
+                self._messages[key] = chunk
+        out.append(event("messages/partial", [self._messages[key]]))
+        return out
+
+    def complete(self) -> list[Event]:
+        return [event("messages/complete", [m]) for m in self._messages.values()]
+
+
+class EventBuilder:
+    """Turns (namespace, mode, chunk) parts into the events the client asked for, and keeps the final values."""
+
+    def __init__(self, requested: list[str]) -> None:
+        self.requested = requested
+        # 'values' and 'updates' are always streamed: the run's output and its interrupts come from them.
+        self.graph_modes = sorted({GRAPH_MODE.get(mode, mode) for mode in requested} | {"values", "updates"})
+        self._messages = MessageAccumulator() if "messages" in requested else None
+        self.values: Any = None
+        self.interrupts: Any = None
+
+    def part(self, namespace: tuple[str, ...], mode: str, chunk: Any) -> list[Event]:
+        suffix = "|" + "|".join(namespace) if namespace else ""
+        if not namespace and mode == "values":
+            self.values = chunk
+        if not namespace and mode == "updates" and isinstance(chunk, dict) and "__interrupt__" in chunk:
+            self.interrupts = chunk["__interrupt__"]
+        if mode == "messages":
+            message, metadata = chunk
+            out = [event("messages" + suffix, [message, metadata])] if "messages-tuple" in self.requested else []
+            if self._messages is not None:
+                out += self._messages.events(message, metadata)
+            return out
+        return [event(mode + suffix, chunk)] if mode in self.requested else []
+
+    def complete(self) -> list[Event]:
+        return self._messages.complete() if self._messages is not None else []
+
+    def output(self) -> Any:
+        """What runs.wait returns: the final values, with the pending interrupts as ainvoke gives them."""
+        values = jsonable(self.values)
+        if self.interrupts and isinstance(values, dict):
+            values["__interrupt__"] = jsonable(self.interrupts)
+        return values

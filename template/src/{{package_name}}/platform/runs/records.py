@@ -1,0 +1,387 @@
+"""Runs as rows in PostgreSQL: the table, its SQL, and the queue and lease operations on it.
+
+The database, not process memory, coordinates replicas:
+- a worker claims the oldest pending run of a thread with FOR UPDATE SKIP LOCKED;
+- a partial unique index allows one `running` run per thread, whichever replica runs it;
+- a run's lease is renewed by a heartbeat; any replica's sweeper ends runs whose lease expired.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg import AsyncConnection
+from psycopg.errors import UniqueViolation
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from ...errors import Conflict
+from ..database import Pool
+
+RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
+MultitaskStrategy = Literal["reject", "enqueue", "interrupt", "rollback"]
+CancelAction = Literal["interrupt", "rollback"]
+INFLIGHT: tuple[RunStatus, ...] = ("pending", "running")
+
+# LISTEN/NOTIFY channel; the payload names what changed (see bus.py).
+CHANNEL = "service_runs"
+
+MIGRATIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS service_runs (
+        run_id UUID PRIMARY KEY,
+        seq BIGSERIAL NOT NULL,
+        thread_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        assistant_id TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'running', 'success', 'error', 'timeout', 'interrupted')),
+        multitask_strategy TEXT NOT NULL DEFAULT 'enqueue',
+        kwargs JSONB NOT NULL,
+        metadata JSONB NOT NULL DEFAULT '{}',
+        output JSONB,
+        error JSONB,
+        temporary BOOLEAN NOT NULL DEFAULT false,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        not_before TIMESTAMPTZ NOT NULL DEFAULT now(),
+        started_at TIMESTAMPTZ,
+        ended_at TIMESTAMPTZ,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        cancel_reason TEXT,
+        lease_owner TEXT,
+        lease_expires_at TIMESTAMPTZ
+    )
+    """,
+    # The database's guarantee: at most one running run per thread, across every replica.
+    "CREATE UNIQUE INDEX IF NOT EXISTS service_runs_one_running ON service_runs (thread_id) WHERE status = 'running'",
+    "CREATE INDEX IF NOT EXISTS service_runs_thread_idx ON service_runs (thread_id, seq)",
+    "CREATE INDEX IF NOT EXISTS service_runs_pending_idx ON service_runs (seq) WHERE status = 'pending'",
+    "CREATE INDEX IF NOT EXISTS service_runs_lease_idx ON service_runs (lease_expires_at) WHERE status = 'running'",
+)
+
+COLUMNS = """run_id, thread_id, user_id, assistant_id, status, multitask_strategy, kwargs, metadata, output, error,
+    temporary, created_at, updated_at, started_at, ended_at, attempt, cancel_reason"""
+
+INSERT_RUN = f"""
+    INSERT INTO service_runs (run_id, thread_id, user_id, assistant_id, multitask_strategy, kwargs, metadata,
+        temporary, not_before)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))
+    RETURNING {COLUMNS}
+"""
+LOCK_THREAD = "SELECT pg_advisory_xact_lock(hashtext('service_runs'), hashtext(%s))"
+INFLIGHT_OF_THREAD = "SELECT run_id FROM service_runs WHERE thread_id = %s AND status IN ('pending', 'running')"
+SELECT_RUN = f"SELECT {COLUMNS} FROM service_runs WHERE run_id = %s AND thread_id = %s"
+SELECT_RUN_BY_ID = f"SELECT {COLUMNS} FROM service_runs WHERE run_id = %s AND user_id = %s"
+LIST_RUNS = f"""
+    SELECT {COLUMNS} FROM service_runs WHERE thread_id = %s AND (%s::text IS NULL OR status = %s)
+    ORDER BY seq DESC LIMIT %s OFFSET %s
+"""
+DELETE_RUN = "DELETE FROM service_runs WHERE run_id = %s AND thread_id = %s AND status NOT IN ('pending', 'running')"
+DELETE_FINISHED_OF_THREAD = "DELETE FROM service_runs WHERE thread_id = %s AND status NOT IN ('pending', 'running')"
+THREAD_STATUS = """
+    SELECT
+        bool_or(status IN ('pending', 'running')) AS busy,
+        (array_agg(status ORDER BY seq DESC))[1] AS last_status
+    FROM service_runs WHERE thread_id = %s
+"""
+
+# Oldest pending run of a thread that has no running run, and no older pending one; SKIP LOCKED lets
+# every worker of every replica claim at once without waiting on each other.
+CLAIM_RUN = f"""
+    WITH next AS (
+        SELECT r.run_id FROM service_runs r
+        WHERE r.status = 'pending' AND r.not_before <= now()
+          AND NOT EXISTS (SELECT 1 FROM service_runs x WHERE x.thread_id = r.thread_id AND x.status = 'running')
+          AND NOT EXISTS (
+              SELECT 1 FROM service_runs y WHERE y.thread_id = r.thread_id AND y.status = 'pending' AND y.seq < r.seq
+          )
+        ORDER BY r.seq
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE service_runs r SET status = 'running', attempt = r.attempt + 1, lease_owner = %s,
+        lease_expires_at = now() + make_interval(secs => %s), started_at = now(), updated_at = now()
+    FROM next WHERE r.run_id = next.run_id
+    RETURNING {", ".join("r." + c.strip() for c in COLUMNS.split(","))},
+        extract(epoch FROM now() - r.not_before)::float8 AS queue_seconds
+"""
+RENEW_LEASE = """
+    UPDATE service_runs SET lease_expires_at = now() + make_interval(secs => %s)
+    WHERE run_id = %s AND lease_owner = %s AND status = 'running'
+    RETURNING cancel_reason
+"""
+FINISH_RUN = """
+    UPDATE service_runs SET status = %s, output = %s, error = %s, ended_at = now(), updated_at = now(),
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE run_id = %s AND lease_owner = %s AND status = 'running'
+"""
+# A run handed back (shutdown) or whose lease expired under the 'retry' policy runs again from its checkpoint.
+REQUEUE_RUN = """
+    UPDATE service_runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE run_id = %s AND lease_owner = %s AND status = 'running'
+"""
+EXPIRE_LEASES = """
+    UPDATE service_runs SET
+        status = CASE WHEN %s AND attempt < %s THEN 'pending' ELSE 'error' END,
+        error = CASE WHEN %s AND attempt < %s THEN error
+            ELSE '{"error": "LeaseExpired", "message": "the replica running this run stopped heartbeating"}' END,
+        ended_at = CASE WHEN %s AND attempt < %s THEN NULL ELSE now() END,
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE status = 'running' AND lease_expires_at < now()
+    RETURNING run_id, thread_id, status
+"""
+REQUEST_CANCEL = """
+    UPDATE service_runs SET cancel_reason = %s, updated_at = now()
+    WHERE run_id = ANY(%s) AND status = 'running'
+    RETURNING run_id
+"""
+# A pending run has nothing to keep: interrupt ends it, rollback deletes it.
+CANCEL_PENDING = """
+    UPDATE service_runs SET status = 'interrupted', cancel_reason = %s, ended_at = now(), updated_at = now()
+    WHERE run_id = ANY(%s) AND status = 'pending'
+    RETURNING run_id
+"""
+DELETE_PENDING = "DELETE FROM service_runs WHERE run_id = ANY(%s) AND status = 'pending' RETURNING run_id"
+SELECT_CANCELLABLE = """
+    SELECT run_id FROM service_runs
+    WHERE user_id = %s AND status = ANY(%s) AND (%s::text IS NULL OR thread_id = %s)
+      AND (%s::uuid[] IS NULL OR run_id = ANY(%s))
+"""
+DELETE_FINISHED_TEMPORARY = """
+    DELETE FROM service_runs WHERE temporary AND status NOT IN ('pending', 'running')
+      AND ended_at < now() - make_interval(secs => %s)
+    RETURNING thread_id, user_id
+"""
+COUNT_BY_STATUS = """
+    SELECT status, count(*) AS n FROM service_runs WHERE status IN ('pending', 'running') GROUP BY status
+"""
+OLDEST_PENDING = """
+    SELECT coalesce(extract(epoch FROM now() - min(not_before)), 0)::float8 AS age
+    FROM service_runs WHERE status = 'pending' AND not_before <= now()
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: uuid.UUID
+    thread_id: str
+    user_id: str
+    assistant_id: str
+    status: RunStatus
+    multitask_strategy: MultitaskStrategy
+    kwargs: dict[str, Any]
+    metadata: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    temporary: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    attempt: int
+    cancel_reason: str | None
+
+    @property
+    def done(self) -> bool:
+        return self.status not in INFLIGHT
+
+    def body(self) -> dict[str, Any]:
+        """The run as the Agent Server returns it."""
+        return {
+            "run_id": str(self.run_id),
+            "thread_id": self.thread_id,
+            "assistant_id": self.assistant_id,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "status": self.status,
+            "metadata": self.metadata,
+            "kwargs": self.kwargs,
+            "multitask_strategy": self.multitask_strategy,
+        }
+
+
+def _record(row: DictRow) -> RunRecord:
+    return RunRecord(**{k: v for k, v in row.items() if k in RunRecord.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    run: RunRecord
+    queue_seconds: float
+
+
+async def notify(conn: AsyncConnection[DictRow], *keys: str) -> None:
+    if keys:
+        await conn.execute("SELECT pg_notify(%s, key) FROM unnest(%s::text[]) AS key", (CHANNEL, list(keys)))
+
+
+class RunStore:
+    """Every read and write of service_runs; the strategies, the workers and the routers go through it."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def setup(self) -> None:
+        """Run under platform.migrations.migration_lock, like every subsystem's migrations."""
+        async with self._pool.connection() as conn, conn.transaction():
+            for statement in MIGRATIONS:
+                await conn.execute(statement)
+
+    async def create(
+        self,
+        *,
+        run_id: uuid.UUID,
+        thread_id: str,
+        user_id: str,
+        assistant_id: str,
+        strategy: MultitaskStrategy,
+        kwargs: dict[str, Any],
+        metadata: dict[str, Any],
+        temporary: bool = False,
+        after_seconds: float = 0,
+    ) -> RunRecord:
+        """Insert a pending run, applying the multitask strategy to the thread's runs in flight.
+
+        A per-thread transaction lock makes the check-then-insert atomic across replicas, so two
+        'reject' runs can never both be accepted, and an interrupted run is cancelled exactly once.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(LOCK_THREAD, (thread_id,))
+            cur = await conn.execute(INFLIGHT_OF_THREAD, (thread_id,))
+            inflight = [row["run_id"] for row in await cur.fetchall()]
+            if inflight and strategy == "reject":
+                raise Conflict("Thread is already running a task; wait for it or choose another multitask strategy")
+            if inflight and strategy in ("interrupt", "rollback"):
+                await self._cancel(conn, inflight, strategy)
+            cur = await conn.execute(
+                INSERT_RUN,
+                (
+                    run_id,
+                    thread_id,
+                    user_id,
+                    assistant_id,
+                    strategy,
+                    Jsonb(kwargs),
+                    Jsonb(metadata),
+                    temporary,
+                    after_seconds,
+                ),
+            )
+            row = await cur.fetchone()
+            await notify(conn, "queue")
+        assert row is not None
+        return _record(row)
+
+    async def _cancel(
+        self, conn: AsyncConnection[DictRow], run_ids: list[uuid.UUID], action: CancelAction
+    ) -> list[uuid.UUID]:
+        if action == "rollback":
+            ended = await (await conn.execute(DELETE_PENDING, (run_ids,))).fetchall()
+        else:
+            ended = await (await conn.execute(CANCEL_PENDING, (action, run_ids))).fetchall()
+        running = await (await conn.execute(REQUEST_CANCEL, (action, run_ids))).fetchall()
+        await notify(conn, *(str(row["run_id"]) for row in ended), *(f"cancel:{row['run_id']}" for row in running))
+        return [row["run_id"] for row in (*ended, *running)]
+
+    async def cancel(self, run_ids: list[uuid.UUID], action: CancelAction) -> list[uuid.UUID]:
+        async with self._pool.connection() as conn, conn.transaction():
+            return await self._cancel(conn, run_ids, action)
+
+    async def cancellable(
+        self, user_id: str, statuses: list[RunStatus], thread_id: str | None, run_ids: list[uuid.UUID] | None
+    ) -> list[uuid.UUID]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(SELECT_CANCELLABLE, (user_id, statuses, thread_id, thread_id, run_ids, run_ids))
+            return [row["run_id"] for row in await cur.fetchall()]
+
+    async def get(self, thread_id: str, run_id: uuid.UUID) -> RunRecord | None:
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(SELECT_RUN, (run_id, thread_id))).fetchone()
+        return _record(row) if row is not None else None
+
+    async def get_for_user(self, run_id: uuid.UUID, user_id: str) -> RunRecord | None:
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(SELECT_RUN_BY_ID, (run_id, user_id))).fetchone()
+        return _record(row) if row is not None else None
+
+    async def list_for_thread(
+        self, thread_id: str, status: RunStatus | None, limit: int, offset: int
+    ) -> list[RunRecord]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(LIST_RUNS, (thread_id, status, status, limit, offset))
+            return [_record(row) for row in await cur.fetchall()]
+
+    async def delete(self, thread_id: str, run_id: uuid.UUID) -> bool:
+        async with self._pool.connection() as conn:
+            return (await conn.execute(DELETE_RUN, (run_id, thread_id))).rowcount > 0
+
+    async def delete_finished_of_thread(self, thread_id: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(DELETE_FINISHED_OF_THREAD, (thread_id,))
+
+    async def thread_status(self, thread_id: str) -> tuple[bool, str | None]:
+        """Whether the thread has a run in flight, and its latest run's status."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(THREAD_STATUS, (thread_id,))).fetchone()
+        assert row is not None
+        return bool(row["busy"]), row["last_status"]
+
+    # The worker side: claim, renew, finish.
+
+    async def claim(self, owner: str, lease_seconds: float) -> Claimed | None:
+        try:
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(CLAIM_RUN, (owner, lease_seconds))).fetchone()
+        except UniqueViolation:
+            return None  # another replica started this thread's run in between: the index said no
+        if row is None:
+            return None
+        return Claimed(_record(row), row["queue_seconds"])
+
+    async def renew(self, run_id: uuid.UUID, owner: str, lease_seconds: float) -> tuple[bool, str | None]:
+        """(still ours, cancel requested): a run whose lease was taken away must stop writing."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(RENEW_LEASE, (lease_seconds, run_id, owner))).fetchone()
+        return (False, None) if row is None else (True, row["cancel_reason"])
+
+    async def finish(
+        self, run: RunRecord, owner: str, status: RunStatus, output: Any, error: dict[str, Any] | None
+    ) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(FINISH_RUN, (status, Jsonb(output), Jsonb(error) if error else None, run.run_id, owner))
+            await notify(conn, str(run.run_id), "queue")
+
+    async def requeue(self, run: RunRecord, owner: str) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(REQUEUE_RUN, (run.run_id, owner))
+            await notify(conn, "queue")
+
+    async def remove(self, run: RunRecord) -> None:
+        """A rolled-back run disappears; its waiters see it gone."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM service_runs WHERE run_id = %s", (run.run_id,))
+            await notify(conn, str(run.run_id), "queue")
+
+    async def expire_leases(self, retry: bool, max_attempts: int) -> list[DictRow]:
+        async with self._pool.connection() as conn, conn.transaction():
+            flags = (retry, max_attempts) * 3
+            rows = await (await conn.execute(EXPIRE_LEASES, flags)).fetchall()
+            await notify(conn, *(str(row["run_id"]) for row in rows), *(["queue"] if rows else []))
+        return rows
+
+    async def delete_finished_temporary(self, retention_seconds: float) -> list[tuple[str, str]]:
+        """Deletes stateless runs a retention after they ended; returns their (thread, user) to delete."""
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(DELETE_FINISHED_TEMPORARY, (retention_seconds,))).fetchall()
+        return [(row["thread_id"], row["user_id"]) for row in rows]
+
+    async def counts(self) -> tuple[dict[str, int], float]:
+        """Runs pending and running across all replicas, and the age of the oldest claimable one."""
+        async with self._pool.connection() as conn:
+            counts = {row["status"]: row["n"] for row in await (await conn.execute(COUNT_BY_STATUS)).fetchall()}
+            oldest = await (await conn.execute(OLDEST_PENDING)).fetchone()
+        return counts, float(oldest["age"]) if oldest else 0.0

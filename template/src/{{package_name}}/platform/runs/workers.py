@@ -1,0 +1,290 @@
+"""Run workers: every replica claims pending runs from PostgreSQL, executes them, and renews their leases.
+
+Also the sweeper: any replica ends runs whose lease expired (their replica died) and trims old events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from ...errors import Unavailable
+from ..database import DATABASE_OUTAGES
+from ..metrics import Metrics
+from ..registry import ThreadRegistry
+from .bus import EventLog, EventWriter, Notifier, wait_for
+from .events import EventBuilder, event
+from .records import Claimed, RunRecord, RunStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    workers: int
+    lease_seconds: float
+    poll_seconds: float
+    sweep_seconds: float
+    on_lease_expiry: Literal["error", "retry"]
+    max_attempts: int
+    event_retention_seconds: float
+
+
+class _LeaseLost(Exception):
+    """Another replica declared this run's lease expired: stop without writing its outcome."""
+
+
+class RunWorkers:
+    """The workers and the sweeper of one replica, started and stopped by the lifespan."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        events: EventLog,
+        notifier: Notifier,
+        graph: CompiledStateGraph,  # type: ignore[type-arg]
+        checkpointer: BaseCheckpointSaver[str],
+        registry: ThreadRegistry,
+        settings: WorkerSettings,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.notifier = notifier
+        self.graph = graph
+        self.checkpointer = checkpointer
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._claiming = True
+        self._executing: set[asyncio.Task[None]] = set()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(self._claimer(), name="run-claimer"),
+            asyncio.create_task(self._sweeper(), name="run-sweeper"),
+        ]
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Drain: stop claiming, let running runs finish within the grace period, hand the rest back."""
+        self._claiming = False
+        self.tasks[0].cancel()
+        if self._executing:
+            await asyncio.wait(self._executing, timeout=grace_seconds)
+        for task in [*self._executing, *self.tasks]:
+            task.cancel()
+        await asyncio.gather(*self._executing, *self.tasks, return_exceptions=True)
+
+    # Claiming
+
+    async def _claimer(self) -> None:
+        """Claims runs while fewer than `workers` execute here.
+
+        One claiming loop per replica, not one per worker: a NOTIFY then costs one claim query, not a
+        herd of them competing with running graphs for pooled connections.
+        """
+        slots = asyncio.Semaphore(self.settings.workers)
+        with self.notifier.subscribe("queue") as wake:
+            while self._claiming:
+                await slots.acquire()
+                wake.clear()
+                try:
+                    claimed = await self.store.claim(self.owner, self.settings.lease_seconds)
+                except Exception as exc:  # a database outage: keep claiming after the poll interval
+                    log.warning("claiming a run failed: %s", exc)
+                    claimed = None
+                if claimed is None:
+                    slots.release()
+                    await wait_for(wake, self.settings.poll_seconds)
+                    continue
+                task = asyncio.create_task(self._execute(claimed), name=f"run-{claimed.run.run_id}")
+                self._executing.add(task)
+                task.add_done_callback(self._executing.discard)
+                task.add_done_callback(lambda _: slots.release())
+
+    # Executing
+
+    async def _execute(self, claimed: Claimed) -> None:
+        run = claimed.run
+        self.metrics.run_queue_wait.observe(claimed.queue_seconds)
+        started = time.perf_counter()
+        self.metrics.runs_started.inc()
+        builder = EventBuilder(_stream_modes(run.kwargs))
+        graph_task = asyncio.create_task(self._run_graph(run, builder))
+        try:
+            cancel_reason = await self._supervise(run, graph_task)
+        except _LeaseLost:
+            log.warning("run %s lost its lease; another replica ended it", run.run_id)
+            return
+        finally:
+            if not graph_task.done():
+                graph_task.cancel()
+                await asyncio.gather(graph_task, return_exceptions=True)
+        status, output, error = await self._outcome(run, graph_task, builder, cancel_reason)
+        self.metrics.run_duration.labels(status).observe(time.perf_counter() - started)
+        # The outcome must reach the database even across a short outage, or waiters wait out the lease.
+        await _retrying(self._record_outcome, run, status, output, error)
+
+    async def _record_outcome(self, run: RunRecord, status: str, output: Any, error: dict[str, Any] | None) -> None:
+        if status == "rollback":
+            # Rollback: the run and every checkpoint it wrote disappear, as if it never ran.
+            await self.checkpointer.adelete_for_runs([str(run.run_id)])
+            await self.store.remove(run)
+            return
+        if status == "handed_back":
+            await self.store.requeue(run, self.owner)
+            return
+        await self.store.finish(run, self.owner, cast(Any, status), output, error)
+        if run.temporary:
+            # A stateless run's thread (on_completion=delete) goes; its result stays in the run row.
+            await self.checkpointer.adelete_thread(run.thread_id)
+            await self.registry.delete(run.thread_id, run.user_id)
+
+    async def _supervise(self, run: RunRecord, graph_task: asyncio.Task[None]) -> str | None:
+        """Renew the lease until the graph ends; a cancel request (from any replica) stops it early."""
+        try:
+            return await self._renew_until_done(run, graph_task)
+        except asyncio.CancelledError:
+            # Shutdown past the drain period: the run goes back to the queue for another replica.
+            return "handed_back"
+
+    async def _renew_until_done(self, run: RunRecord, graph_task: asyncio.Task[None]) -> str | None:
+        heartbeat = self.settings.lease_seconds / 3
+        with self.notifier.subscribe(f"cancel:{run.run_id}") as cancel:
+            while not graph_task.done():
+                waker = asyncio.create_task(cancel.wait())
+                try:
+                    await asyncio.wait({graph_task, waker}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
+                cancel.clear()
+                if graph_task.done():
+                    break
+                try:
+                    ours, reason = await self.store.renew(run.run_id, self.owner, self.settings.lease_seconds)
+                except DATABASE_OUTAGES as exc:  # an outage shorter than the lease costs nothing
+                    log.warning("renewing the lease of run %s failed: %s", run.run_id, exc)
+                    continue
+                if not ours:
+                    raise _LeaseLost()
+                if reason is not None:
+                    self.metrics.run_cancellations.labels(reason).inc()
+                    return reason
+        return None
+
+    async def _outcome(
+        self, run: RunRecord, graph_task: asyncio.Task[None], builder: EventBuilder, cancel_reason: str | None
+    ) -> tuple[str, Any, dict[str, Any] | None]:
+        if cancel_reason == "handed_back":
+            return "handed_back", None, None
+        if cancel_reason == "rollback":
+            return "rollback", None, None
+        if cancel_reason is not None:
+            return "interrupted", builder.output(), None
+        exc = graph_task.exception()
+        if exc is None:
+            return "success", builder.output(), None
+        log.warning("run %s failed: %r", run.run_id, exc)
+        # An outage is the caller's to retry (a 503 when the wait has not answered yet), a bug is not.
+        unavailable = isinstance(exc, (*DATABASE_OUTAGES, Unavailable))
+        error = {"error": type(exc).__name__, "message": str(exc), "unavailable": unavailable}
+        try:
+            await self.events.append(run.run_id, [event("error", error)])
+        except DATABASE_OUTAGES as append_failed:
+            log.warning("run %s: its error event was lost: %s", run.run_id, append_failed)
+        return "error", None, error
+
+    async def _run_graph(self, run: RunRecord, builder: EventBuilder) -> None:
+        kwargs = run.kwargs
+        config = cast(RunnableConfig, kwargs["config"])
+        graph_input: Any = kwargs.get("input")
+        if kwargs.get("command") is not None:
+            graph_input = Command(**kwargs["command"])
+        if run.attempt > 1 and await self._wrote_checkpoints(run):
+            # A re-run after a crash continues from the run's last checkpoint instead of repeating its input.
+            graph_input = None
+        writer = EventWriter(self.events, run.run_id)
+        writer.add([event("metadata", {"run_id": str(run.run_id), "attempt": run.attempt})])
+        try:
+            async for part in self.graph.astream(
+                graph_input,
+                config,
+                stream_mode=builder.graph_modes,  # type: ignore[arg-type]
+                interrupt_before=kwargs.get("interrupt_before"),
+                interrupt_after=kwargs.get("interrupt_after"),
+                durability=kwargs.get("durability", "sync"),
+                subgraphs=True,
+            ):
+                namespace, mode, chunk = cast(tuple[tuple[str, ...], str, Any], part)
+                if kwargs.get("stream_subgraphs") or not namespace:
+                    writer.add(builder.part(namespace, mode, chunk))
+            writer.add(builder.complete())
+        except BaseException:
+            await writer.abandon()
+            raise
+        # Every event is committed before the run's status says it ended (stream readers rely on it).
+        await writer.close()
+
+    async def _wrote_checkpoints(self, run: RunRecord) -> bool:
+        config: RunnableConfig = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
+        async for _ in self.checkpointer.alist(config, filter={"run_id": str(run.run_id)}, limit=1):
+            return True
+        return False
+
+    # Sweeping
+
+    async def _sweeper(self) -> None:
+        while True:
+            try:
+                expired = await self.store.expire_leases(
+                    self.settings.on_lease_expiry == "retry", self.settings.max_attempts
+                )
+                for row in expired:
+                    log.warning("run %s lost its lease: now %s", row["run_id"], row["status"])
+                    self.metrics.run_lease_expiries.inc()
+                await self.events.trim(self.settings.event_retention_seconds)
+                # A stateless run's thread is normally deleted when it ends; this also catches runs
+                # cancelled before they started, which no worker saw.
+                for thread_id, user_id in await self.store.delete_finished_temporary(
+                    self.settings.event_retention_seconds
+                ):
+                    await self.checkpointer.adelete_thread(thread_id)
+                    await self.registry.delete(thread_id, user_id)
+                counts, oldest = await self.store.counts()
+                self.metrics.runs_pending.set(counts.get("pending", 0))
+                self.metrics.runs_running.set(counts.get("running", 0))
+                self.metrics.runs_oldest_pending_age.set(oldest)
+            except Exception as exc:  # the sweeper outlives database outages
+                log.warning("run sweep failed: %s", exc)
+            await asyncio.sleep(self.settings.sweep_seconds)
+
+
+async def _retrying(call: Callable[..., Awaitable[None]], *args: Any, attempts: int = 20) -> None:
+    for attempt in range(attempts):
+        try:
+            await call(*args)
+            return
+        except DATABASE_OUTAGES as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("recording a run's outcome failed, retrying: %s", exc)
+            await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+
+
+def _stream_modes(kwargs: dict[str, Any]) -> list[str]:
+    modes = kwargs.get("stream_mode") or ["values"]
+    return [modes] if isinstance(modes, str) else list(modes)
