@@ -24,16 +24,21 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 UserDep = Annotated[str, Depends(current_user)]
 
 
-async def owned_thread(
-    services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=MAX_THREAD_ID_CHARS)]
-) -> ThreadRecord:
-    """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404."""
+def check_owner(services: Services, user: str, thread_id: str) -> None:
+    """404 unless the signed ID names `user` as its owner: a forged or foreign ID looks like an unknown one."""
     try:
         owner = services.thread_ids.owner_of(thread_id)
     except InvalidThreadId as exc:
         raise ThreadNotFound() from exc
     if owner != user:
         raise ThreadNotFound()
+
+
+async def owned_thread(
+    services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=MAX_THREAD_ID_CHARS)]
+) -> ThreadRecord:
+    """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404."""
+    check_owner(services, user, thread_id)
     record = await services.registry.get(thread_id, user)
     if record is None:
         raise ThreadNotFound()

@@ -24,8 +24,7 @@ from ..platform.database import DATABASE_OUTAGES
 from ..platform.registry import ThreadRecord
 from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatus
 from ..platform.services import Services
-from ..platform.threads import InvalidThreadId
-from .deps import ServicesDep, ThreadDep, UserDep
+from .deps import ServicesDep, ThreadDep, UserDep, check_owner
 from .fields import JsonObject
 
 router = APIRouter(tags=["runs"])
@@ -169,12 +168,7 @@ async def _kwargs(services: Services, body: RunCreate, thread_id: str, run_id: u
 
 async def _thread(services: Services, user: str, thread_id: str, if_not_exists: str) -> ThreadRecord:
     """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new."""
-    try:
-        owner = services.thread_ids.owner_of(thread_id)
-    except InvalidThreadId as exc:
-        raise ThreadNotFound() from exc
-    if owner != user:
-        raise ThreadNotFound()
+    check_owner(services, user, thread_id)
     record = await services.registry.get(thread_id, user)
     if record is not None:
         return record

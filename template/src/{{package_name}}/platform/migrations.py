@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection
+
+from .database import Pool
 
 MIGRATION_LOCK_KEY = "service_migrations"
 
@@ -36,3 +38,10 @@ async def migration_lock(conninfo: str, poll_seconds: float = 0.2) -> AsyncItera
             yield
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (MIGRATION_LOCK_KEY,))
+
+
+async def apply_migrations(pool: Pool, statements: Sequence[str]) -> None:
+    """One subsystem's migrations in one transaction; every setup() calls this under migration_lock."""
+    async with pool.connection() as conn, conn.transaction():
+        for statement in statements:
+            await conn.execute(statement)

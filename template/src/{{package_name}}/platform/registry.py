@@ -9,6 +9,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from .database import Pool
+from .migrations import apply_migrations
 
 MIGRATIONS = (
     """
@@ -53,9 +54,7 @@ class ThreadRegistry:
 
     async def setup(self) -> None:
         """Run under platform.migrations.migration_lock, like every subsystem's migrations."""
-        async with self._pool.connection() as conn, conn.transaction():
-            for statement in MIGRATIONS:
-                await conn.execute(statement)
+        await apply_migrations(self._pool, MIGRATIONS)
 
     async def create(self, thread_id: str, user_id: str, session_type: str, metadata: dict[str, Any]) -> ThreadRecord:
         async with self._pool.connection() as conn:

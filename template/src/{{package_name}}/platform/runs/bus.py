@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from psycopg import AsyncConnection, OperationalError
 
 from ..database import Pool
+from ..migrations import apply_migrations
 from .records import CHANNEL
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,7 @@ class EventLog:
         self._pool = pool
 
     async def setup(self) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
-            for statement in MIGRATIONS:
-                await conn.execute(statement)
+        await apply_migrations(self._pool, MIGRATIONS)
 
     async def append(self, run_id: uuid.UUID, events: list[tuple[str, str]]) -> None:
         params = {

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from ...errors import Conflict
 from ..database import Pool
+from ..migrations import apply_migrations
 
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 MultitaskStrategy = Literal["reject", "enqueue", "interrupt", "rollback"]
@@ -227,9 +228,7 @@ class RunStore:
 
     async def setup(self) -> None:
         """Run under platform.migrations.migration_lock, like every subsystem's migrations."""
-        async with self._pool.connection() as conn, conn.transaction():
-            for statement in MIGRATIONS:
-                await conn.execute(statement)
+        await apply_migrations(self._pool, MIGRATIONS)
 
     async def create(
         self,
