@@ -187,7 +187,7 @@ async def _create(
         await services.registry.create(thread_id, user, "stateless", {"session_type": "stateless", "user_id": user})
     else:
         await services.registry.touch(thread_id)
-    return await services.runs.create(
+    return await services.runs.store.create(
         run_id=run_id,
         thread_id=thread_id,
         user_id=user,

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from ..metrics import Metrics
 from .bus import EventLog, Notifier, RunEvent, wait_for
@@ -40,31 +39,6 @@ class RunService:
         self.notifier = notifier
         # Notifications are the fast path; re-reading this often covers one lost in a reconnect.
         self._poll_seconds = poll_seconds
-
-    async def create(
-        self,
-        *,
-        run_id: uuid.UUID,
-        thread_id: str,
-        user_id: str,
-        assistant_id: str,
-        strategy: MultitaskStrategy,
-        kwargs: dict[str, Any],
-        metadata: dict[str, Any],
-        temporary: bool = False,
-        after_seconds: float = 0,
-    ) -> RunRecord:
-        return await self.store.create(
-            run_id=run_id,
-            thread_id=thread_id,
-            user_id=user_id,
-            assistant_id=assistant_id,
-            strategy=strategy,
-            kwargs=kwargs,
-            metadata=metadata,
-            temporary=temporary,
-            after_seconds=after_seconds,
-        )
 
     async def wait(self, thread_id: str, run_id: uuid.UUID) -> RunRecord | None:
         """The run once it ended; None when it disappeared (rolled back or deleted)."""
