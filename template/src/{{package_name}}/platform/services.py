@@ -10,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from ..settings import Settings
 from .database import Pool
+from .leases import Leases
 from .metrics import Metrics
 from .registry import ThreadRegistry
 from .runs import RunService
@@ -27,6 +28,7 @@ class Services:
     registry: ThreadRegistry
     thread_ids: ThreadManager
     metrics: Metrics
+    leases: Leases
     runs: RunService
     # What /readyz checks, by name: the database, and the object store when there is one.
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
