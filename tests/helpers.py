@@ -230,6 +230,8 @@ def run_project_checks(
         "PYTHONPATH": str(project / "src"),
         "MYPY_CACHE_DIR": str(cache_dir / f"mypy-{worker}"),
         "PYTHONDONTWRITEBYTECODE": "1",
+        # Hypothesis builds its Unicode tables once (seconds) and keeps them here, not in each fresh render.
+        "HYPOTHESIS_STORAGE_DIRECTORY": str(cache_dir / "hypothesis"),
     }
     env.pop("VIRTUAL_ENV", None)
     timings = [] if timings is None else timings
