@@ -114,9 +114,22 @@ def pairwise_cover(
     return chosen
 
 
-def heavy_combinations() -> list[dict[str, Any]]:
-    """Where the heavy tier runs in `make test`: the default answers, the richest, and a pairwise cover."""
-    return pairwise_cover(seeds=(default_combination(), richest_combination()))
+# Answers the rendered tests cannot tell apart at run time: they always run the fake model, so the provider
+# changes only llm.py and the dependencies, which the fast tier lints and type-checks on every combination.
+INERT_IN_TESTS = ("llm_provider",)
+
+
+def heavy_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> list[dict[str, Any]]:
+    """Where the heavy tier runs in `make test`: the default answers, the richest, and a pairwise cover of
+    the answers that change what the tests run; each inert answer's values take turns, so each appears."""
+    live = {name: values for name, values in options.items() if name not in INERT_IN_TESTS}
+    seeds = (default_combination(options), richest_combination(options))
+    cover = pairwise_cover(live, seeds=tuple({name: seed[name] for name in live} for seed in seeds))
+    combinations = [{**seed, **covered} for seed, covered in zip(seeds, cover, strict=False)]
+    for index, covered in enumerate(cover[len(seeds) :]):
+        inert = {name: options[name][index % len(options[name])] for name in INERT_IN_TESTS if name in options}
+        combinations.append({**covered, **inert})
+    return [{name: combination[name] for name in options} for combination in combinations]
 
 
 def git(cwd: Path, *args: str) -> str:

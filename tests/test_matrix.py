@@ -13,14 +13,17 @@ import pytest
 from .helpers import (
     FAST,
     HEAVY,
+    INERT_IN_TESTS,
     MATRIX_OPTIONS,
     Timing,
     all_combinations,
     combination_id,
+    default_combination,
     heavy_combinations,
     pairs_of,
     pairwise_cover,
     render,
+    richest_combination,
     run_project_checks,
     shared_env,
     timed,
@@ -79,11 +82,15 @@ def test_combination(data: dict[str, Any], check_combination: CheckCombination) 
     check_combination(data, FAST, lint=True)
 
 
-def test_heavy_set_covers_every_pair_of_answers() -> None:
-    wanted = {pair for combination in COMBINATIONS for pair in pairs_of(combination)}
-    covered = {pair for combination in heavy_combinations() for pair in pairs_of(combination)}
-    assert covered == wanted
-    assert len(heavy_combinations()) < len(COMBINATIONS)
+def test_heavy_set_covers_every_pair_of_live_answers_and_every_answer() -> None:
+    heavy = heavy_combinations()
+    live = [{k: v for k, v in c.items() if k not in INERT_IN_TESTS} for c in COMBINATIONS]
+    wanted = {pair for combination in live for pair in pairs_of(combination)}
+    covered = {pair for combination in heavy for pair in pairs_of(combination)}
+    assert wanted <= covered
+    assert all({c[name] for c in heavy} == set(values) for name, values in MATRIX_OPTIONS.items())
+    assert default_combination() in heavy and richest_combination() in heavy
+    assert len(heavy) < len(COMBINATIONS)
 
 
 def test_cover_grows_with_a_new_option_or_choice() -> None:
