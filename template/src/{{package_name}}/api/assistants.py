@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
+from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Query, Response
 from langgraph.pregel import Pregel
@@ -17,6 +18,7 @@ from .fields import JsonObject
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["assistants"])
+_SCHEMAS: WeakKeyDictionary[Pregel, dict[str, Any]] = WeakKeyDictionary()
 
 MAX_NAME_CHARS = 256
 AssistantId = Annotated[str, Field(max_length=256)]
@@ -100,13 +102,17 @@ def _config_schema(graph: Pregel) -> dict[str, Any]:
 
 
 def graph_schemas(graph: Pregel) -> dict[str, Any]:
-    return {
+    # Building them takes pydantic a fifth of a second, and a compiled graph never changes: once per graph.
+    if (known := _SCHEMAS.get(graph)) is not None:
+        return known
+    _SCHEMAS[graph] = schemas = {
         "input_schema": _schema("input", graph.get_input_jsonschema),
         "output_schema": _schema("output", graph.get_output_jsonschema),
         "state_schema": _schema("state", lambda: _state_schema(graph)),
         "config_schema": _schema("config", lambda: _config_schema(graph)),
         "context_schema": _schema("context", graph.get_context_jsonschema),
     }
+    return schemas
 
 
 def _xray(value: str | None) -> bool | int:
