@@ -17,7 +17,7 @@ HELLO: Any = {"messages": [{"role": "user", "content": "hello"}]}
 
 
 async def test_the_built_in_assistant_answers_to_its_graph_name_and_uuid(shared_service: str) -> None:
-    client = sdk_client(shared_service, f"builtin-{uuid.uuid4().hex[:8]}")
+    client = sdk_client(shared_service, "alice")
     by_name, by_id = await client.assistants.get("agent"), await client.assistants.get(BUILTIN_ID)
     assert by_name == by_id and by_name["assistant_id"] == BUILTIN_ID and by_name["graph_id"] == "agent"
 
@@ -39,9 +39,14 @@ async def test_the_built_in_assistant_answers_to_its_graph_name_and_uuid(shared_
 
 
 async def test_create_update_versions_latest_search_count_delete(shared_service: str) -> None:
-    client = sdk_client(shared_service, f"owner-{uuid.uuid4().hex[:8]}")
+    client = sdk_client(shared_service, "bob")
+    tag = uuid.uuid4().hex  # this test's assistants, whatever other tests of the module made
     created: Any = await client.assistants.create(
-        "agent", config={"configurable": {"tone": "dry"}}, context={"lang": "en"}, metadata={"team": "a"}, name="dry"
+        "agent",
+        config={"configurable": {"tone": "dry"}},
+        context={"lang": "en"},
+        metadata={"tag": tag, "team": "a"},
+        name="dry",
     )
     assistant_id = created["assistant_id"]
     assert (created["version"], created["name"], created["context"]) == (1, "dry", {"lang": "en"})
@@ -52,7 +57,7 @@ async def test_create_update_versions_latest_search_count_delete(shared_service:
 
     updated: Any = await client.assistants.update(assistant_id, metadata={"stage": "beta"}, name="drier")
     assert (updated["version"], updated["name"]) == (2, "drier")
-    assert updated["metadata"] == {"team": "a", "stage": "beta"}, "metadata merges"
+    assert updated["metadata"] == {"tag": tag, "team": "a", "stage": "beta"}, "metadata merges"
     assert updated["config"] == {"configurable": {"tone": "dry"}}, "fields not sent stay"
     versions: Any = await client.assistants.get_versions(assistant_id)
     assert [v["version"] for v in versions] == [2, 1]
@@ -61,28 +66,29 @@ async def test_create_update_versions_latest_search_count_delete(shared_service:
     with pytest.raises(NotFoundError):
         await client.assistants.set_latest(assistant_id, 7)
 
-    second: Any = await client.assistants.create("agent", metadata={"team": "b"})
+    second: Any = await client.assistants.create("agent", metadata={"tag": tag, "team": "b"})
     assert second["name"] == "Untitled"
-    assert await client.assistants.count() == 3
-    assert await client.assistants.count(metadata={"team": "a"}) == 1
-    page: Any = await client.assistants.search(limit=2, response_format="object")
-    assert [a["assistant_id"] for a in page["assistants"]] == [BUILTIN_ID, second["assistant_id"]]
-    assert page["next"] == "2"
-    last: Any = await client.assistants.search(limit=2, offset=2, response_format="object")
+    everyone = await client.assistants.count()
+    assert everyone >= 3, "the built-in assistant and the user's own"
+    assert await client.assistants.count(metadata={"tag": tag}) == 2
+    assert await client.assistants.count(metadata={"tag": tag, "team": "a"}) == 1
+    page: Any = await client.assistants.search(metadata={"tag": tag}, limit=1, response_format="object")
+    assert [a["assistant_id"] for a in page["assistants"]] == [second["assistant_id"]], "newest first"
+    assert page["next"] == "1"
+    last: Any = await client.assistants.search(metadata={"tag": tag}, limit=1, offset=1, response_format="object")
     assert [a["assistant_id"] for a in last["assistants"]] == [assistant_id] and last["next"] is None
-    assert [a["assistant_id"] for a in await client.assistants.search(metadata={"team": "b"})] == [
-        second["assistant_id"]
-    ]
+    first_page: Any = await client.assistants.search(limit=1, response_format="object")
+    assert [a["assistant_id"] for a in first_page["assistants"]] == [BUILTIN_ID] and first_page["next"] == "1"
     assert await client.assistants.search(graph_id="other") == []
 
     await client.assistants.delete(assistant_id)
     with pytest.raises(NotFoundError):
         await client.assistants.get(assistant_id)
-    assert await client.assistants.count() == 2
+    assert await client.assistants.count() == everyone - 1
 
 
 async def test_a_run_on_an_assistant_uses_its_config_and_context(shared_service: str) -> None:
-    client = sdk_client(shared_service, f"runner-{uuid.uuid4().hex[:8]}")
+    client = sdk_client(shared_service, "alice")
     assistant: Any = await client.assistants.create(
         "agent", config={"configurable": {"tone": "dry", "style": "short"}}, context={"lang": "en"}
     )
@@ -100,7 +106,7 @@ async def test_a_run_on_an_assistant_uses_its_config_and_context(shared_service:
 
 
 async def test_a_users_assistants_are_invisible_to_everyone_else(shared_service: str) -> None:
-    alice, bob = sdk_client(shared_service, "alice-assistants"), sdk_client(shared_service, "bob-assistants")
+    alice, bob = sdk_client(shared_service, "alice"), sdk_client(shared_service, "mallory")
     mine: Any = await alice.assistants.create("agent", name="alice's", metadata={"owner": "alice"})
     assistant_id = mine["assistant_id"]
     for call in (
@@ -125,7 +131,7 @@ async def test_a_users_assistants_are_invisible_to_everyone_else(shared_service:
 
 
 async def test_bad_assistant_requests_get_4xx(shared_service: str) -> None:
-    async with httpx.AsyncClient(base_url=shared_service, headers=auth_headers("carol-assistants")) as http:
+    async with httpx.AsyncClient(base_url=shared_service, headers=auth_headers("bob")) as http:
         assert (await http.post("/assistants", json={"graph_id": "other"})).status_code == 404
         assert (await http.post("/assistants", json={"graph_id": "agent", "assistant_id": "x"})).status_code == 422
         assert (await http.get("/assistants/not-a-uuid")).status_code == 404
