@@ -1,5 +1,7 @@
-"""Assistants through langgraph-sdk: the built-in one, a user's own (create, update, versions, latest,
-delete, search, count), the graph's drawing and schemas, runs on an assistant, and who may see what."""
+"""Assistants and thread retention through langgraph-sdk: the built-in assistant, a user's own (create,
+update, versions, latest, delete, search, count), the graph's drawing and schemas, runs on an assistant;
+thread TTL, PATCH /threads/{id} and POST /threads/prune; and who may see what. One shared service: fast tier.
+The sweeper itself is tested in test_retention.py (heavy)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,14 @@ from langgraph_sdk.errors import ConflictError, NotFoundError
 from .conftest import auth_headers, sdk_client
 
 BUILTIN_ID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "agent"))
-HELLO: Any = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+def say(text: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}]}
+
+
+def human_turns(values: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in values["messages"] if m["type"] == "human"]
 
 
 async def test_the_built_in_assistant_answers_to_its_graph_name_and_uuid(shared_service: str) -> None:
@@ -94,7 +103,7 @@ async def test_a_run_on_an_assistant_uses_its_config_and_context(shared_service:
     )
     thread: Any = await client.threads.create()
     run: Any = await client.runs.create(
-        thread["thread_id"], assistant["assistant_id"], input=HELLO, config={"configurable": {"style": "long"}}
+        thread["thread_id"], assistant["assistant_id"], input=say("hello"), config={"configurable": {"style": "long"}}
     )
     assert run["assistant_id"] == assistant["assistant_id"]
     configurable = run["kwargs"]["config"]["configurable"]
@@ -126,7 +135,7 @@ async def test_a_users_assistants_are_invisible_to_everyone_else(shared_service:
         await bob.assistants.create("agent", assistant_id=assistant_id, if_exists="do_nothing")
     bob_thread: Any = await bob.threads.create()
     with pytest.raises(NotFoundError):
-        await bob.runs.create(bob_thread["thread_id"], assistant_id, input=HELLO)
+        await bob.runs.create(bob_thread["thread_id"], assistant_id, input=say("hello"))
     assert (await alice.assistants.get(assistant_id))["name"] == "alice's", "untouched by bob's attempts"
 
 
@@ -137,3 +146,57 @@ async def test_bad_assistant_requests_get_4xx(shared_service: str) -> None:
         assert (await http.get("/assistants/not-a-uuid")).status_code == 404
         assert (await http.get("/assistants/agent/graph", params={"xray": "-1"})).status_code == 422
         assert (await http.post("/assistants/agent/latest", json={"version": 0})).status_code == 422
+
+
+# Thread TTL and prune
+
+
+async def test_ttl_and_metadata_through_create_update_and_get(shared_service: str) -> None:
+    client = sdk_client(shared_service, "alice")
+    thread: Any = await client.threads.create(metadata={"topic": "billing"}, ttl=60)
+    thread_id = thread["thread_id"]
+    fetched: Any = await client.threads.get(thread_id, include=["ttl"])
+    info = fetched["ttl"]
+    assert (info["strategy"], info["ttl_minutes"]) == ("delete", 60)
+
+    updated: Any = await client.threads.update(
+        thread_id, metadata={"stage": "open", "user_id": "forged"}, ttl={"ttl": 5, "strategy": "keep_latest"}
+    )
+    assert updated["metadata"]["topic"] == "billing" and updated["metadata"]["stage"] == "open", "metadata merges"
+    assert updated["metadata"]["user_id"] == thread["metadata"]["user_id"], "the owner is not the caller's to set"
+    fetched = await client.threads.get(thread_id, include=["ttl"])
+    info = fetched["ttl"]
+    assert (info["strategy"], info["ttl_minutes"]) == ("keep_latest", 5)
+    fetched = await client.threads.get(thread_id)
+    assert fetched["metadata"]["stage"] == "open"
+
+    no_ttl: Any = await client.threads.create()
+    fetched = await client.threads.get(no_ttl["thread_id"], include=["ttl"])
+    assert fetched["ttl"] is None
+
+
+async def test_prune_keep_latest_then_delete_and_only_the_callers_threads(shared_service: str) -> None:
+    alice, bob = sdk_client(shared_service, "alice"), sdk_client(shared_service, "mallory")
+    thread_id = (await alice.threads.create())["thread_id"]
+    await alice.runs.wait(thread_id, "agent", input=say("turn 0"))
+    assert len(await alice.threads.get_history(thread_id, limit=100)) > 1
+    assert await bob.threads.prune([thread_id, "not-a-thread-id"]) == {"pruned_count": 0}
+    with pytest.raises(NotFoundError):
+        await bob.threads.update(thread_id, metadata={"taken": True})
+    assert len(await alice.threads.get_history(thread_id, limit=100)) > 1, "untouched by bob"
+
+    assert await alice.threads.prune([thread_id], strategy="keep_latest") == {"pruned_count": 1}
+    assert len(await alice.threads.get_history(thread_id, limit=100)) == 1
+    state: Any = await alice.threads.get_state(thread_id)
+    assert human_turns(state["values"]) == ["turn 0"]
+    result: Any = await alice.runs.wait(thread_id, "agent", input=say("turn 1"))
+    assert human_turns(result) == ["turn 0", "turn 1"]
+
+    assert await alice.threads.prune([thread_id]) == {"pruned_count": 1}
+    with pytest.raises(NotFoundError):
+        await alice.threads.get(thread_id)
+    async with httpx.AsyncClient(base_url=shared_service, headers=auth_headers("alice")) as http:
+        bad = await http.post("/threads/prune", json={"thread_ids": [thread_id], "strategy": "forget"})
+        assert bad.status_code == 422
+        created = await http.post("/threads", json={"ttl": {"ttl": -1}})
+        assert created.status_code == 422
