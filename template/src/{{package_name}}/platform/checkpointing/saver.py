@@ -245,8 +245,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """LangGraph's prune, timed: "keep_latest" keeps each namespace's latest checkpoint (and what it reads),
         "delete" removes every checkpoint. With the hybrid store, objects no remaining row names go too."""
-        # Objects uploaded after this (by a write racing the prune) are never collected.
-        started = datetime.now(UTC)
+        # Objects uploaded after this (by a write racing the prune) are never collected. Object stores keep
+        # whole seconds, so a later upload never looks older than the second the prune started in.
+        started = datetime.now(UTC).replace(microsecond=0)
         await self._timed("prune", super().aprune(thread_ids, strategy=strategy))
         if self.payloads is None:
             return
