@@ -114,10 +114,6 @@ class Assistant:
     created_at: datetime
     updated_at: datetime
 
-    @property
-    def builtin(self) -> bool:
-        return self.user_id == SYSTEM_USER
-
     def body(self) -> dict[str, Any]:
         """The Agent Server's Assistant object."""
         return {
@@ -223,7 +219,7 @@ class AssistantStore:
     async def owned(self, assistant_id: str, user: str) -> Assistant:
         """One of the user's own assistants, which they may change; the built-in one is read-only."""
         assistant = await self.get(assistant_id, user)
-        if assistant.builtin:
+        if assistant is self.builtin:
             raise Conflict("the graph's built-in assistant is read-only; create an assistant to configure it")
         return assistant
 
@@ -311,7 +307,7 @@ class AssistantStore:
         self, assistant_id: str, user: str, metadata: dict[str, Any] | None, limit: int, offset: int
     ) -> list[Assistant]:
         assistant = await self.get(assistant_id, user)
-        if assistant.builtin:
+        if assistant is self.builtin:
             return [assistant] if offset == 0 and AssistantFilter(metadata=metadata).matches(assistant) else []
         async with self._pool.connection() as conn:
             cur = await conn.execute(
