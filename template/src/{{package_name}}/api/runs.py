@@ -20,6 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, Unavailable
+from ..platform.assistants import Assistant
 from ..platform.database import DATABASE_OUTAGES
 from ..platform.registry import ThreadRecord
 from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatus
@@ -52,6 +53,7 @@ class RunCreate(BaseModel):
     input: dict[str, Any] | None = None
     command: RunCommand | None = None
     config: JsonObject | None = None
+    context: JsonObject | None = None
     metadata: JsonObject | None = None
     stream_mode: StreamMode | list[StreamMode] = "values"
     stream_subgraphs: bool = False
@@ -103,14 +105,16 @@ def _check_input(services: Services, graph_input: dict[str, Any]) -> None:
             raise InvalidInput(f"input.messages is not a list of chat messages: {exc}") from exc
 
 
-def _run_config(thread_id: str, run_id: uuid.UUID, body: RunCreate) -> RunnableConfig:
-    client = body.config or {}
+def _run_config(thread_id: str, run_id: uuid.UUID, body: RunCreate, assistant: Assistant) -> RunnableConfig:
+    # The run's config over its assistant's, key by key within configurable.
+    client = {**assistant.config, **(body.config or {})}
     # The thread, run and checkpoint are the server's to set; the rest of configurable is the graph's.
     configurable = {
         k: v
-        for k, v in (client.get("configurable") or {}).items()
+        for k, v in {**(assistant.config.get("configurable") or {}), **(client.get("configurable") or {})}.items()
         if not k.startswith(("thread_id", "checkpoint", "run_id", "__"))
     }
+    configurable.update(assistant_id=assistant.assistant_id, graph_id=assistant.graph_id)
     configurable["thread_id"] = thread_id
     # In every checkpoint's metadata: a rollback deletes the checkpoints of its run by this ID.
     configurable["run_id"] = str(run_id)
@@ -123,15 +127,15 @@ def _run_config(thread_id: str, run_id: uuid.UUID, body: RunCreate) -> RunnableC
     return {"configurable": configurable, "recursion_limit": recursion_limit, "metadata": body.metadata or {}}
 
 
-async def _kwargs(services: Services, body: RunCreate, thread_id: str, run_id: uuid.UUID) -> dict[str, Any]:
+async def _kwargs(
+    services: Services, body: RunCreate, thread_id: str, run_id: uuid.UUID, assistant: Assistant
+) -> dict[str, Any]:
     """Validate everything before the run is queued: a stream's 200 cannot be taken back."""
-    if body.assistant_id != services.settings.assistant_id:
-        raise NotFound("Assistant not found")
     if body.input is not None and body.command is not None:
         raise InvalidInput("send input or command, not both")
     _check_nodes(services, "interrupt_before", body.interrupt_before)
     _check_nodes(services, "interrupt_after", body.interrupt_after)
-    config = _run_config(thread_id, run_id, body)
+    config = _run_config(thread_id, run_id, body, assistant)
     command: dict[str, Any] | None = None
     # The thread's state decides what can run only when no earlier run is queued to change it first.
     busy, _ = await services.runs.store.thread_status(thread_id)
@@ -157,6 +161,7 @@ async def _kwargs(services: Services, body: RunCreate, thread_id: str, run_id: u
         "input": body.input,
         "command": command,
         "config": config,
+        "context": {**assistant.context, **(body.context or {})},
         "stream_mode": body.stream_mode if isinstance(body.stream_mode, list) else [body.stream_mode],
         "stream_subgraphs": body.stream_subgraphs,
         "stream_resumable": body.stream_resumable,
@@ -181,7 +186,8 @@ async def _create(
     services: Services, user: str, thread_id: str, body: RunCreate, temporary: bool, new_thread: bool = False
 ) -> RunRecord:
     run_id = uuid.uuid4()
-    kwargs = await _kwargs(services, body, thread_id, run_id)
+    assistant = await services.assistants.get(body.assistant_id, user)
+    kwargs = await _kwargs(services, body, thread_id, run_id, assistant)
     if new_thread:
         # Registered only once the body is valid: a refused stateless run leaves no thread behind.
         await services.registry.create(thread_id, user, "stateless", {"session_type": "stateless", "user_id": user})
@@ -191,7 +197,7 @@ async def _create(
         run_id=run_id,
         thread_id=thread_id,
         user_id=user,
-        assistant_id=body.assistant_id,
+        assistant_id=assistant.assistant_id,
         strategy=body.multitask_strategy,
         kwargs=kwargs,
         metadata=body.metadata or {},

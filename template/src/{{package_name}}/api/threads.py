@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import Conflict, InvalidInput, ThreadNotFound
 from ..platform.registry import ThreadRecord
+from ..platform.retention import Strategy
 from ..platform.services import Services
 from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
 from .deps import ServicesDep, ThreadDep, UserDep
@@ -21,11 +22,30 @@ router = APIRouter(tags=["threads"])
 MAX_SESSION_TYPE_CHARS = 64
 
 
+class ThreadTTL(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    ttl: float = Field(gt=0, le=100 * 365 * 24 * 60, description="Minutes after the thread's last update.")
+    strategy: Strategy = "delete"
+
+
 class ThreadCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     thread_id: str | None = Field(default=None, max_length=MAX_THREAD_ID_CHARS)
     metadata: JsonObject = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
+    ttl: ThreadTTL | None = None
+
+
+class ThreadPatch(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    metadata: JsonObject | None = None
+    ttl: ThreadTTL | None = None
+
+
+class ThreadPrune(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    thread_ids: list[Annotated[str, Field(max_length=MAX_THREAD_ID_CHARS)]] = Field(max_length=1000)
+    strategy: Strategy = "delete"
 
 
 class CheckpointRef(BaseModel):
@@ -91,12 +111,42 @@ async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep
             raise Conflict("Thread already exists")
     metadata = {**body.metadata, "session_type": session_type, "user_id": user}
     record = await services.registry.create(thread_id, user, session_type, metadata)
+    if body.ttl is not None:
+        await services.retention.set_ttl(thread_id, user, body.ttl.ttl, body.ttl.strategy)
     return await thread_body(services, record)
+
+
+@router.post("/threads/prune")
+async def prune_threads(body: ThreadPrune, services: ServicesDep, user: UserDep) -> dict[str, int]:
+    """Prune the caller's threads now; others' and unknown IDs are skipped, as are threads with a run in flight."""
+    return {"pruned_count": await services.retention.prune(body.thread_ids, user, body.strategy)}
 
 
 @router.get("/threads/{thread_id}")
-async def get_thread(record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
-    return await thread_body(services, record)
+async def get_thread(
+    record: ThreadDep, services: ServicesDep, include: Annotated[str, Query(max_length=256)] = ""
+) -> dict[str, Any]:
+    body = await thread_body(services, record)
+    if "ttl" in include.split(","):
+        body["ttl"] = await services.retention.ttl_of(record.thread_id, record.user_id)
+    return body
+
+
+@router.patch("/threads/{thread_id}")
+async def patch_thread(body: ThreadPatch, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
+    """Metadata merges into the thread's; a ttl replaces its TTL. Either counts as an update (the TTL restarts)."""
+    if body.metadata is not None:
+        # Who owns the thread and its session type are the server's: the signed ID says so.
+        metadata = {**body.metadata, "session_type": record.session_type, "user_id": record.user_id}
+        await services.registry.update_metadata(record.thread_id, record.user_id, metadata)
+    if body.ttl is not None:
+        await services.retention.set_ttl(record.thread_id, record.user_id, body.ttl.ttl, body.ttl.strategy)
+    else:
+        await services.registry.touch(record.thread_id)
+    fresh = await services.registry.get(record.thread_id, record.user_id)
+    if fresh is None:
+        raise ThreadNotFound()
+    return await thread_body(services, fresh)
 
 
 @router.delete("/threads/{thread_id}", status_code=204)

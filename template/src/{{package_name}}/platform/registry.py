@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from ..errors import ThreadNotFound
 from .database import Pool
 from .migrations import apply_migrations
 
@@ -33,6 +34,11 @@ INSERT_THREAD = """
 SELECT_THREAD = """
     SELECT thread_id, user_id, session_type, metadata, created_at, updated_at
     FROM service_threads WHERE thread_id = %s AND user_id = %s
+"""
+UPDATE_METADATA = """
+    UPDATE service_threads SET metadata = metadata || %s, updated_at = now()
+    WHERE thread_id = %s AND user_id = %s
+    RETURNING thread_id, user_id, session_type, metadata, created_at, updated_at
 """
 TOUCH_THREAD = "UPDATE service_threads SET updated_at = now() WHERE thread_id = %s"
 DELETE_THREAD = "DELETE FROM service_threads WHERE thread_id = %s AND user_id = %s"
@@ -68,6 +74,14 @@ class ThreadRegistry:
             cur = await conn.execute(SELECT_THREAD, (thread_id, user_id))
             row = await cur.fetchone()
         return ThreadRecord(**row) if row is not None else None
+
+    async def update_metadata(self, thread_id: str, user_id: str, metadata: dict[str, Any]) -> ThreadRecord:
+        """Merge `metadata` into the thread's (the Agent Server's PATCH semantics)."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(UPDATE_METADATA, (Jsonb(metadata), thread_id, user_id))).fetchone()
+        if row is None:
+            raise ThreadNotFound()
+        return ThreadRecord(**row)
 
     async def touch(self, thread_id: str) -> None:
         async with self._pool.connection() as conn:

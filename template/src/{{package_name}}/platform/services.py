@@ -9,10 +9,12 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from ..settings import Settings
+from .assistants import AssistantStore
 from .database import Pool
 from .leases import Leases
 from .metrics import Metrics
 from .registry import ThreadRegistry
+from .retention import Retention
 from .runs import RunService
 from .threads import ThreadManager
 
@@ -30,5 +32,7 @@ class Services:
     metrics: Metrics
     leases: Leases
     runs: RunService
+    assistants: AssistantStore
+    retention: Retention
     # What /readyz checks, by name: the database, and the object store when there is one.
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

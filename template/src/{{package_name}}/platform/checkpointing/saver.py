@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -46,6 +47,12 @@ DELETE_RUN_WRITES = """
       AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
 """
 DELETE_RUN_CHECKPOINTS = "DELETE FROM checkpoints WHERE metadata->>'run_id' = ANY(%s)"
+# Every payload reference a thread's rows still hold (the hybrid store's garbage collection after a prune).
+SELECT_PAYLOAD_REFERENCES = """
+    SELECT blob FROM checkpoint_blobs WHERE thread_id = %(thread_id)s AND type = %(type)s
+    UNION ALL
+    SELECT blob FROM checkpoint_writes WHERE thread_id = %(thread_id)s AND type = %(type)s
+"""
 
 
 @dataclass(slots=True)
@@ -67,6 +74,9 @@ class PendingWrite:
 class PayloadStore(Protocol):
     """Where large payloads live instead of PostgreSQL (the hybrid store)."""
 
+    # The `type` of a blob row whose payload is a reference to a stored object.
+    reference_type: str
+
     async def offload(self, write: PendingWrite) -> None:
         """Store large payloads of `write` and replace them by references, before it commits."""
 
@@ -74,6 +84,9 @@ class PayloadStore(Protocol):
         """Replace references in a checkpoint row read from PostgreSQL by the payloads."""
 
     async def delete_thread(self, thread_id: str) -> None: ...
+
+    async def retain(self, thread_id: str, references: Sequence[bytes], older_than: datetime) -> None:
+        """Delete the thread's objects that none of `references` names and that predate `older_than`."""
 
 
 class PooledPostgresSaver(AsyncPostgresSaver):
@@ -228,6 +241,24 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         # Rows first: a failure in between leaves unreferenced objects, never a row without its object.
         if self.payloads is not None:
             await self.payloads.delete_thread(str(thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """LangGraph's prune, timed: "keep_latest" keeps each namespace's latest checkpoint (and what it reads),
+        "delete" removes every checkpoint. With the hybrid store, objects no remaining row names go too."""
+        # Objects uploaded after this (by a write racing the prune) are never collected. Object stores keep
+        # whole seconds, so a later upload never looks older than the second the prune started in.
+        started = datetime.now(UTC).replace(microsecond=0)
+        await self._timed("prune", super().aprune(thread_ids, strategy=strategy))
+        if self.payloads is None:
+            return
+        for thread_id in map(str, thread_ids):
+            if strategy == "delete":
+                await self.payloads.delete_thread(thread_id)
+                continue
+            async with self.pool.connection() as conn:
+                params = {"thread_id": thread_id, "type": self.payloads.reference_type}
+                rows = await (await conn.execute(SELECT_PAYLOAD_REFERENCES, params, binary=True)).fetchall()
+            await self.payloads.retain(thread_id, [bytes(row["blob"]) for row in rows], started)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints the runs wrote, and their writes (a rollback); blobs may be shared, so stay."""

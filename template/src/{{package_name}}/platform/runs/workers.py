@@ -223,6 +223,8 @@ class RunWorkers:
             async for part in self.graph.astream(
                 graph_input,
                 config,
+                # The assistant's context under the run's: what graphs with a context_schema read.
+                context=kwargs.get("context") or None,
                 stream_mode=builder.graph_modes,  # type: ignore[arg-type]
                 interrupt_before=kwargs.get("interrupt_before"),
                 interrupt_after=kwargs.get("interrupt_after"),

@@ -1,0 +1,348 @@
+"""Assistants: named, versioned configurations (config, context, metadata) of the service's one graph.
+
+Ownership: an assistant a user creates is theirs alone; to anyone else it does not exist (404). The graph's
+own assistant is built in, read-only and visible to every user; it is addressed by the graph's name or by
+the UUID LangGraph's server derives from it (uuid5), so clients written for that server find it.
+Every update writes a new version; `set_latest` points the assistant at any earlier one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from ..errors import Conflict, InvalidInput, NotFound
+from .database import Pool
+from .migrations import apply_migrations
+
+# LangGraph's server names the assistant of graph G uuid5(NAMESPACE_GRAPH, G).
+NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+SYSTEM_USER = "system"
+_BUILTIN_CREATED = datetime(2025, 1, 1, tzinfo=UTC)
+
+MIGRATIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS service_assistants (
+        assistant_id UUID PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS service_assistant_versions (
+        assistant_id UUID NOT NULL REFERENCES service_assistants (assistant_id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        graph_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        config JSONB NOT NULL,
+        context JSONB NOT NULL,
+        metadata JSONB NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (assistant_id, version)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS service_assistants_user_idx ON service_assistants (user_id, created_at DESC)",
+)
+
+_CURRENT = """
+    SELECT a.assistant_id, a.user_id, a.version, a.created_at, a.updated_at,
+        v.graph_id, v.name, v.description, v.config, v.context, v.metadata
+    FROM service_assistants a
+    JOIN service_assistant_versions v ON v.assistant_id = a.assistant_id AND v.version = a.version
+"""
+SELECT_ASSISTANT = _CURRENT + " WHERE a.assistant_id = %s AND a.user_id = %s"
+SEARCH_ASSISTANTS = (
+    _CURRENT
+    + """
+    WHERE a.user_id = %(user)s AND (%(graph_id)s::text IS NULL OR v.graph_id = %(graph_id)s)
+      AND v.metadata @> %(metadata)s AND (%(name)s::text IS NULL OR v.name = %(name)s)
+    ORDER BY a.created_at DESC, a.assistant_id LIMIT %(limit)s OFFSET %(offset)s
+"""
+)
+COUNT_ASSISTANTS = """
+    SELECT count(*) AS n FROM service_assistants a
+    JOIN service_assistant_versions v ON v.assistant_id = a.assistant_id AND v.version = a.version
+    WHERE a.user_id = %(user)s AND (%(graph_id)s::text IS NULL OR v.graph_id = %(graph_id)s)
+      AND v.metadata @> %(metadata)s AND (%(name)s::text IS NULL OR v.name = %(name)s)
+"""
+INSERT_ASSISTANT = """
+    INSERT INTO service_assistants (assistant_id, user_id, version) VALUES (%s, %s, 1)
+    ON CONFLICT (assistant_id) DO NOTHING RETURNING assistant_id
+"""
+INSERT_VERSION = """
+    INSERT INTO service_assistant_versions (assistant_id, version, graph_id, name, description, config, context,
+        metadata)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+"""
+# Locks the assistant row: concurrent updates get consecutive versions instead of a key clash.
+LOCK_ASSISTANT = "SELECT 1 FROM service_assistants WHERE assistant_id = %s AND user_id = %s FOR UPDATE"
+NEXT_VERSION = "SELECT max(version) + 1 AS version FROM service_assistant_versions WHERE assistant_id = %s"
+SET_VERSION = "UPDATE service_assistants SET version = %s, updated_at = now() WHERE assistant_id = %s"
+VERSION_EXISTS = "SELECT 1 FROM service_assistant_versions WHERE assistant_id = %s AND version = %s"
+SELECT_VERSIONS = """
+    SELECT v.assistant_id, v.version, v.graph_id, v.name, v.description, v.config, v.context, v.metadata,
+        v.created_at
+    FROM service_assistant_versions v JOIN service_assistants a ON a.assistant_id = v.assistant_id
+    WHERE v.assistant_id = %s AND a.user_id = %s AND v.metadata @> %s
+    ORDER BY v.version DESC LIMIT %s OFFSET %s
+"""
+DELETE_ASSISTANT = "DELETE FROM service_assistants WHERE assistant_id = %s AND user_id = %s"
+
+
+def builtin_assistant_id(graph_id: str) -> str:
+    return str(uuid.uuid5(NAMESPACE_GRAPH, graph_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Assistant:
+    assistant_id: str
+    user_id: str
+    graph_id: str
+    version: int
+    name: str
+    description: str | None
+    config: dict[str, Any]
+    context: dict[str, Any]
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    def body(self) -> dict[str, Any]:
+        """The Agent Server's Assistant object."""
+        return {
+            "assistant_id": self.assistant_id,
+            "graph_id": self.graph_id,
+            "name": self.name,
+            "description": self.description,
+            "config": self.config,
+            "context": self.context,
+            "metadata": self.metadata,
+            "version": self.version,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    def version_body(self) -> dict[str, Any]:
+        body = self.body()
+        del body["updated_at"]
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantFilter:
+    graph_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    name: str | None = None
+
+    def matches(self, assistant: Assistant) -> bool:
+        metadata = self.metadata or {}
+        return (
+            self.graph_id in (None, assistant.graph_id)
+            and self.name in (None, assistant.name)
+            and all(assistant.metadata.get(k) == v for k, v in metadata.items())
+        )
+
+    def params(self, user: str) -> dict[str, Any]:
+        return {"user": user, "graph_id": self.graph_id, "metadata": Jsonb(self.metadata or {}), "name": self.name}
+
+
+def _from_row(row: dict[str, Any]) -> Assistant:
+    return Assistant(
+        assistant_id=str(row["assistant_id"]),
+        user_id=row.get("user_id", ""),
+        graph_id=row["graph_id"],
+        version=row["version"],
+        name=row["name"],
+        description=row["description"],
+        config=row["config"],
+        context=row["context"],
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+        updated_at=row.get("updated_at", row["created_at"]),
+    )
+
+
+def _uuid(assistant_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(assistant_id)
+    except ValueError as exc:
+        raise InvalidInput("assistant_id must be a UUID") from exc
+
+
+class AssistantStore:
+    def __init__(self, pool: Pool, graph_id: str, description: str) -> None:
+        self._pool = pool
+        self.graph_id = graph_id
+        self.builtin = Assistant(
+            assistant_id=builtin_assistant_id(graph_id),
+            user_id=SYSTEM_USER,
+            graph_id=graph_id,
+            version=1,
+            name=graph_id,
+            description=description,
+            config={},
+            context={},
+            metadata={"created_by": "system"},
+            created_at=_BUILTIN_CREATED,
+            updated_at=_BUILTIN_CREATED,
+        )
+
+    async def setup(self) -> None:
+        await apply_migrations(self._pool, MIGRATIONS)
+
+    def check_graph(self, graph_id: str) -> None:
+        if graph_id != self.graph_id:
+            raise NotFound(f"Graph '{graph_id}' not found; this service serves '{self.graph_id}'")
+
+    async def get(self, assistant_id: str, user: str) -> Assistant:
+        """The assistant `user` may use: the built-in one (by graph name or UUID) or one of their own."""
+        if assistant_id in (self.graph_id, self.builtin.assistant_id):
+            return self.builtin
+        try:
+            key = uuid.UUID(assistant_id)
+        except ValueError:
+            # Neither the graph's name nor a UUID: no assistant by that name, as for an unknown UUID.
+            raise NotFound("Assistant not found") from None
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
+        if row is None:
+            raise NotFound("Assistant not found")
+        return _from_row(row)
+
+    async def owned(self, assistant_id: str, user: str) -> Assistant:
+        """One of the user's own assistants, which they may change; the built-in one is read-only."""
+        assistant = await self.get(assistant_id, user)
+        if assistant is self.builtin:
+            raise Conflict("the graph's built-in assistant is read-only; create an assistant to configure it")
+        return assistant
+
+    async def create(
+        self,
+        user: str,
+        *,
+        assistant_id: str | None,
+        graph_id: str,
+        name: str | None,
+        description: str | None,
+        config: dict[str, Any],
+        context: dict[str, Any],
+        metadata: dict[str, Any],
+        if_exists: str,
+    ) -> Assistant:
+        self.check_graph(graph_id)
+        key = _uuid(assistant_id) if assistant_id is not None else uuid.uuid4()
+        if str(key) == self.builtin.assistant_id:
+            raise Conflict("Assistant already exists")
+        async with self._pool.connection() as conn, conn.transaction():
+            inserted = await (await conn.execute(INSERT_ASSISTANT, (key, user))).fetchone()
+            if inserted is None:
+                existing = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
+                # Another user's assistant is never returned, whatever if_exists says.
+                if existing is not None and if_exists == "do_nothing":
+                    return _from_row(existing)
+                raise Conflict("Assistant already exists")
+            await conn.execute(
+                INSERT_VERSION,
+                (key, 1, graph_id, name or "Untitled", description, Jsonb(config), Jsonb(context), Jsonb(metadata)),
+            )
+            row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
+        assert row is not None
+        return _from_row(row)
+
+    async def update(
+        self,
+        assistant_id: str,
+        user: str,
+        *,
+        graph_id: str | None,
+        name: str | None,
+        description: str | None,
+        config: dict[str, Any] | None,
+        context: dict[str, Any] | None,
+        metadata: dict[str, Any] | None,
+    ) -> Assistant:
+        """A new version from the current one: given fields replace, metadata merges (as the Agent Server)."""
+        if graph_id is not None:
+            self.check_graph(graph_id)
+        key = _uuid(assistant_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            if await (await conn.execute(LOCK_ASSISTANT, (key, user))).fetchone() is None:
+                raise NotFound("Assistant not found")
+            current = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
+            assert current is not None
+            latest = await (await conn.execute(NEXT_VERSION, (key,))).fetchone()
+            assert latest is not None
+            version = latest["version"]
+            await conn.execute(
+                INSERT_VERSION,
+                (
+                    key,
+                    version,
+                    graph_id or current["graph_id"],
+                    name if name is not None else current["name"],
+                    description if description is not None else current["description"],
+                    Jsonb(config if config is not None else current["config"]),
+                    Jsonb(context if context is not None else current["context"]),
+                    Jsonb({**current["metadata"], **(metadata or {})}),
+                ),
+            )
+            await conn.execute(SET_VERSION, (version, key))
+            row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
+        assert row is not None
+        return _from_row(row)
+
+    async def delete(self, assistant_id: str, user: str) -> None:
+        await self.owned(assistant_id, user)
+        async with self._pool.connection() as conn:
+            await conn.execute(DELETE_ASSISTANT, (_uuid(assistant_id), user))
+
+    async def versions(
+        self, assistant_id: str, user: str, metadata: dict[str, Any] | None, limit: int, offset: int
+    ) -> list[Assistant]:
+        assistant = await self.get(assistant_id, user)
+        if assistant is self.builtin:
+            return [assistant] if offset == 0 and AssistantFilter(metadata=metadata).matches(assistant) else []
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                SELECT_VERSIONS, (_uuid(assistant.assistant_id), user, Jsonb(metadata or {}), limit, offset)
+            )
+            return [_from_row(row) for row in await cur.fetchall()]
+
+    async def set_latest(self, assistant_id: str, user: str, version: int) -> Assistant:
+        key = _uuid((await self.owned(assistant_id, user)).assistant_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            if await (await conn.execute(LOCK_ASSISTANT, (key, user))).fetchone() is None:
+                raise NotFound("Assistant not found")
+            if await (await conn.execute(VERSION_EXISTS, (key, version))).fetchone() is None:
+                raise NotFound(f"Assistant has no version {version}")
+            await conn.execute(SET_VERSION, (version, key))
+            row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
+        assert row is not None
+        return _from_row(row)
+
+    async def search(
+        self, user: str, where: AssistantFilter, limit: int, offset: int
+    ) -> tuple[list[Assistant], int | None]:
+        """One page, the built-in assistant first; and the next page's offset, or None on the last page."""
+        builtin = [self.builtin] if where.matches(self.builtin) else []
+        # Read one more than asked for, to know whether another page follows.
+        wanted = limit + 1
+        head = builtin[offset : offset + wanted]
+        params = {**where.params(user), "limit": wanted - len(head), "offset": max(0, offset - len(builtin))}
+        async with self._pool.connection() as conn:
+            rows = await (await conn.execute(SEARCH_ASSISTANTS, params)).fetchall()
+        found = head + [_from_row(row) for row in rows]
+        return found[:limit], (offset + limit if len(found) > limit else None)
+
+    async def count(self, user: str, where: AssistantFilter) -> int:
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(COUNT_ASSISTANTS, where.params(user))).fetchone()
+        assert row is not None
+        return int(row["n"]) + (1 if where.matches(self.builtin) else 0)

@@ -1,0 +1,180 @@
+"""Thread TTL and checkpoint retention (docs/operations.md): the sweeper and the prune the API calls.
+
+A thread's TTL counts from its last update (creation, a run, a PATCH). When it runs out, the thread is
+deleted with its checkpoints, runs and objects ("delete"), or its checkpoints are pruned to the latest
+("keep_latest"), which leaves a thread that answers get_state and takes the next turn. Threads without a
+TTL of their own use the service default, if one is set.
+
+A thread with a run pending or running is never touched: each thread is taken under the same transaction
+lock that run creation takes, so no run can start on it until its prune has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from psycopg import AsyncConnection
+
+from .database import Pool
+from .metrics import Metrics
+from .migrations import apply_migrations
+from .runs import RunStore
+
+log = logging.getLogger(__name__)
+
+Strategy = Literal["delete", "keep_latest"]
+LEASE = "retention-sweeper"
+
+MIGRATIONS = (
+    "ALTER TABLE service_threads ADD COLUMN IF NOT EXISTS ttl_minutes DOUBLE PRECISION",
+    "ALTER TABLE service_threads ADD COLUMN IF NOT EXISTS ttl_strategy TEXT",
+    # When keep_latest last pruned the thread: it is due again only after a later update.
+    "ALTER TABLE service_threads ADD COLUMN IF NOT EXISTS pruned_at TIMESTAMPTZ",
+)
+
+SET_TTL = """
+    UPDATE service_threads SET ttl_minutes = %s, ttl_strategy = %s, updated_at = now()
+    WHERE thread_id = %s AND user_id = %s
+"""
+SELECT_TTL = """
+    SELECT COALESCE(ttl_strategy, %(strategy)s) AS strategy, COALESCE(ttl_minutes, %(minutes)s) AS ttl_minutes,
+        updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60) AS expires_at
+    FROM service_threads WHERE thread_id = %(thread_id)s AND user_id = %(user)s
+"""
+# Due threads, oldest expiry first; SKIP LOCKED leaves threads another transaction holds to it.
+SELECT_DUE = """
+    SELECT thread_id, COALESCE(ttl_strategy, %(strategy)s) AS strategy,
+        extract(epoch FROM now() - (updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60)))
+            AS overdue_seconds
+    FROM service_threads
+    WHERE COALESCE(ttl_minutes, %(minutes)s) IS NOT NULL
+      AND updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60) < now()
+      AND (pruned_at IS NULL OR pruned_at < updated_at)
+    ORDER BY updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+"""
+SELECT_OWNED = """
+    SELECT thread_id FROM service_threads WHERE thread_id = ANY(%s) AND user_id = %s
+    ORDER BY thread_id FOR UPDATE
+"""
+# The key run creation locks (platform/runs/records.py LOCK_THREAD), tried rather than waited for.
+TRY_LOCK_THREAD = "SELECT pg_try_advisory_xact_lock(hashtext('service_runs'), hashtext(%s)) AS locked"
+THREAD_BUSY = "SELECT 1 FROM service_runs WHERE thread_id = %s AND status IN ('pending', 'running') LIMIT 1"
+COUNT_CHECKPOINTS = "SELECT count(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)"
+DELETE_THREADS = "DELETE FROM service_threads WHERE thread_id = ANY(%s)"
+MARK_PRUNED = "UPDATE service_threads SET pruned_at = now() WHERE thread_id = ANY(%s)"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    default_ttl_minutes: float | None = None
+    default_strategy: Strategy = "delete"
+    sweep_seconds: float = 60.0
+    batch_size: int = 100
+    max_batches: int = 10
+
+
+class Retention:
+    def __init__(
+        self,
+        pool: Pool,
+        checkpointer: BaseCheckpointSaver[str],
+        runs: RunStore,
+        metrics: Metrics,
+        settings: RetentionSettings,
+    ) -> None:
+        self._pool = pool
+        self._checkpointer = checkpointer
+        self._runs = runs
+        self._metrics = metrics
+        self.settings = settings
+
+    async def setup(self) -> None:
+        """After the thread registry's own migrations: these add its TTL columns."""
+        await apply_migrations(self._pool, MIGRATIONS)
+
+    def _defaults(self) -> dict[str, Any]:
+        return {"strategy": self.settings.default_strategy, "minutes": self.settings.default_ttl_minutes}
+
+    async def set_ttl(self, thread_id: str, user_id: str, minutes: float, strategy: Strategy) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(SET_TTL, (minutes, strategy, thread_id, user_id))
+
+    async def ttl_of(self, thread_id: str, user_id: str) -> dict[str, Any] | None:
+        """The Agent Server's ThreadTTLInfo, or None for a thread that never expires."""
+        async with self._pool.connection() as conn:
+            params = {**self._defaults(), "thread_id": thread_id, "user": user_id}
+            row = await (await conn.execute(SELECT_TTL, params)).fetchone()
+        if row is None or row["ttl_minutes"] is None:
+            return None
+        return {"strategy": row["strategy"], "ttl_minutes": row["ttl_minutes"], "expires_at": row["expires_at"]}
+
+    async def prune(self, thread_ids: Sequence[str], user_id: str, strategy: Strategy) -> int:
+        """Prune the user's own threads among `thread_ids` now; others and busy threads are skipped."""
+        async with self._pool.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(SELECT_OWNED, (list(thread_ids), user_id))).fetchall()
+            idle = await self._idle(conn, [row["thread_id"] for row in rows])
+            await self._apply(conn, idle, strategy)
+        return len(idle)
+
+    async def tick(self) -> None:
+        """The sweeper loop's tick (platform/leases.py LeasedLoop)."""
+        if handled := await self.sweep():
+            log.info("retention: swept %d expired threads", handled)
+
+    async def sweep(self) -> int:
+        """One tick of the sweeper: up to max_batches batches of due threads; returns how many it handled."""
+        started = time.perf_counter()
+        handled = 0
+        lag = 0.0
+        try:
+            for batch in range(self.settings.max_batches):
+                async with self._pool.connection() as conn, conn.transaction():
+                    params = {**self._defaults(), "limit": self.settings.batch_size}
+                    rows = await (await conn.execute(SELECT_DUE, params)).fetchall()
+                    if batch == 0 and rows:
+                        lag = float(rows[0]["overdue_seconds"])
+                    idle = set(await self._idle(conn, [row["thread_id"] for row in rows]))
+                    for strategy in ("delete", "keep_latest"):
+                        chosen = [r["thread_id"] for r in rows if r["thread_id"] in idle and r["strategy"] == strategy]
+                        await self._apply(conn, chosen, strategy)
+                handled += len(idle)
+                if len(rows) < self.settings.batch_size:
+                    break
+        finally:
+            self._metrics.retention_lag.set(lag)
+            self._metrics.retention_sweep_duration.observe(time.perf_counter() - started)
+        return handled
+
+    async def _idle(self, conn: AsyncConnection[Any], thread_ids: list[str]) -> list[str]:
+        """The threads no run holds or waits on, each locked against new runs until the transaction ends."""
+        idle = []
+        for thread_id in thread_ids:
+            locked = await (await conn.execute(TRY_LOCK_THREAD, (thread_id,))).fetchone()
+            if locked and locked["locked"] and await (await conn.execute(THREAD_BUSY, (thread_id,))).fetchone() is None:
+                idle.append(thread_id)
+        return idle
+
+    async def _apply(self, conn: AsyncConnection[Any], thread_ids: list[str], strategy: str) -> None:
+        if not thread_ids:
+            return
+        before = await (await conn.execute(COUNT_CHECKPOINTS, (thread_ids,))).fetchone()
+        # The saver's own connections: its rows are not locked by this transaction, the threads' rows are.
+        await self._checkpointer.aprune(thread_ids, strategy=strategy)
+        if strategy == "delete":
+            for thread_id in thread_ids:
+                await self._runs.delete_finished_of_thread(thread_id)
+            await conn.execute(DELETE_THREADS, (thread_ids,))
+            after = None
+        else:
+            await conn.execute(MARK_PRUNED, (thread_ids,))
+            after = await (await conn.execute(COUNT_CHECKPOINTS, (thread_ids,))).fetchone()
+        pruned = int(before["n"] if before else 0) - int(after["n"] if after else 0)
+        self._metrics.retention_threads.labels(strategy).inc(len(thread_ids))
+        self._metrics.retention_checkpoints.labels(strategy).inc(pruned)
