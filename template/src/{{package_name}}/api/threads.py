@@ -15,7 +15,7 @@ from ..platform.registry import SortColumn, ThreadRecord
 from ..platform.services import Services
 from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
 from .deps import ServicesDep, ThreadDep, UserDep
-from .fields import JsonObject
+from .fields import JsonObject, StorableText
 from .runs import _check_input, _check_nodes
 from .serialize import STATE_FIELDS, checkpoint_ref, jsonable, select_fields, thread_state
 
@@ -33,8 +33,8 @@ class ThreadCreate(BaseModel):
 
 class CheckpointRef(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    checkpoint_id: str | None = Field(default=None, max_length=256)
-    checkpoint_ns: str = Field(default="", max_length=1024)
+    checkpoint_id: StorableText | None = Field(default=None, max_length=256)
+    checkpoint_ns: StorableText = Field(default="", max_length=1024)
 
 
 def _state_select(select: list[str] | None) -> list[str] | None:
@@ -54,7 +54,7 @@ ThreadField = Literal[
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     limit: int = Field(default=10, ge=1, le=1000)
-    before: str | CheckpointRef | None = None
+    before: StorableText | CheckpointRef | None = None
     metadata: JsonObject | None = None
     checkpoint: CheckpointRef | None = None
     select: StateSelect = Field(default=None, max_length=32)
@@ -72,7 +72,7 @@ class StateUpdate(BaseModel):
     values: JsonObject | None = None
     as_node: str | None = Field(default=None, max_length=256)
     checkpoint: CheckpointRef | None = None
-    checkpoint_id: str | None = Field(default=None, max_length=256)
+    checkpoint_id: StorableText | None = Field(default=None, max_length=256)
 
 
 class ThreadCount(BaseModel):
@@ -82,8 +82,11 @@ class ThreadCount(BaseModel):
     status: ThreadStatus | None = None
 
 
+ThreadIdText = Annotated[StorableText, Field(max_length=MAX_THREAD_ID_CHARS)]
+
+
 class ThreadSearch(ThreadCount):
-    ids: list[Annotated[str, Field(max_length=MAX_THREAD_ID_CHARS)]] | None = Field(default=None, max_length=1000)
+    ids: list[ThreadIdText] | None = Field(default=None, max_length=1000)
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = "created_at"
@@ -312,7 +315,7 @@ async def get_state_at(body: StateAtCheckpoint, record: ThreadDep, services: Ser
 async def get_state_at_checkpoint_id(
     record: ThreadDep,
     services: ServicesDep,
-    checkpoint_id: Annotated[str, Path(max_length=256)],
+    checkpoint_id: Annotated[StorableText, Path(max_length=256)],
     subgraphs: bool = False,
     select: StateSelectQuery = None,
 ) -> dict[str, Any]:
