@@ -1,6 +1,9 @@
-"""Liveness, readiness and the Prometheus scrape endpoint."""
+"""Liveness, readiness, server info and the Prometheus scrape endpoint."""
 
 from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +18,20 @@ router = APIRouter(tags=["health"])
 @router.get("/ok")
 async def ok() -> dict[str, bool]:
     return {"ok": True}
+
+
+@router.get("/info")
+async def info() -> dict[str, Any]:
+    """What the Agent Server's /info reports; JS front ends call it on load to find the server."""
+    try:
+        service_version = version(__name__.split(".")[0].replace("_", "-"))
+    except PackageNotFoundError:  # run from a source checkout without installing it
+        service_version = "unknown"
+    return {
+        "version": service_version,
+        "langgraph_py_version": version("langgraph"),
+        "flags": {"assistants": True, "crons": False, "langsmith": False, "langsmith_tracing_replicas": False},
+    }
 
 
 @router.get("/healthz")

@@ -1,10 +1,11 @@
-"""Request size limit and request metrics, as pure ASGI middleware so streaming still streams."""
+"""Request size limit, JSON bodies, CORS and request metrics, as pure ASGI middleware so streaming still streams."""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge
@@ -74,7 +75,33 @@ class RequestMetrics:
             self.metrics.http_request_duration.labels(method, route).observe(time.perf_counter() - start)
 
 
+class JsonBodies:
+    """Every request body is JSON, whatever its label: proxies in front of browser clients forward JSON as
+    `text/plain;charset=UTF-8` (Node's fetch), and the Agent Server reads it as JSON too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            # In place: the router leaves the matched route in this same scope for the request metrics.
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope["headers"] = [*headers, (b"content-type", b"application/json")]
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    # Added last runs first: metrics see the 413s the body limit sends.
+    # Added last runs first: metrics see the 413s the body limit sends, and every answer (errors too)
+    # carries the CORS headers a browser needs to read it.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=settings.cors_allow_methods,
+            allow_headers=settings.cors_allow_headers,
+            # What the JS SDK reads: where a run lives, and the next page of a search.
+            expose_headers=["content-location", "location", "x-pagination-next", "x-pagination-total"],
+        )
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -190,9 +190,12 @@ async def _create(
     kwargs = await _kwargs(services, body, thread_id, run_id, assistant)
     if new_thread:
         # Registered only once the body is valid: a refused stateless run leaves no thread behind.
-        await services.registry.create(thread_id, user, "stateless", {"session_type": "stateless", "user_id": user})
+        metadata = {"session_type": "stateless", "user_id": user, "graph_id": services.settings.assistant_id}
+        await services.registry.create(thread_id, user, "stateless", {**metadata, "assistant_id": body.assistant_id})
     else:
-        await services.registry.touch(thread_id)
+        # As the Agent Server does: a search by graph or assistant finds the threads it ran on.
+        stamp = {"graph_id": services.settings.assistant_id, "assistant_id": body.assistant_id}
+        await services.registry.touch(thread_id, stamp)
     return await services.runs.store.create(
         run_id=run_id,
         thread_id=thread_id,

@@ -36,11 +36,30 @@ def thread_state(snapshot: StateSnapshot) -> dict[str, Any]:
                 "name": task.name,
                 "error": task.error,
                 "interrupts": jsonable([{"value": i.value, "id": i.id} for i in task.interrupts]),
-                "checkpoint": None,
-                "state": None,
+                # With subgraphs=true a subgraph's task carries its whole state, else a pointer to its checkpoint.
+                "checkpoint": None
+                if task.state is None or isinstance(task.state, StateSnapshot)
+                else jsonable(task.state.get("configurable")),
+                "state": thread_state(task.state) if isinstance(task.state, StateSnapshot) else None,
                 "result": jsonable(task.result),
             }
             for task in snapshot.tasks
         ],
         "interrupts": interrupts,
     }
+
+
+STATE_FIELDS = frozenset(
+    ("values", "next", "tasks", "checkpoint", "metadata", "created_at", "parent_checkpoint", "interrupts")
+)
+
+
+def select_fields(body: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    """Only the fields `select` names (all when it is empty); `values.<key>` keeps one key of the values."""
+    if not select:
+        return body
+    keys = {name.partition(".")[2] for name in select if name.startswith("values.")}
+    picked = {name: body[name] for name in select if name in body}
+    if keys and "values" not in picked and isinstance(body.get("values"), dict):
+        picked["values"] = {k: v for k, v in body["values"].items() if k in keys}
+    return picked

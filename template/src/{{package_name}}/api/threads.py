@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from langchain_core.runnables import RunnableConfig
-from pydantic import BaseModel, ConfigDict, Field
+from langgraph.errors import InvalidUpdateError
+from langgraph.types import StateSnapshot
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..errors import Conflict, InvalidInput, ThreadNotFound
-from ..platform.registry import ThreadRecord
+from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound
+from ..platform.registry import SortColumn, ThreadRecord
 from ..platform.retention import Strategy
 from ..platform.services import Services
 from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
 from .deps import ServicesDep, ThreadDep, UserDep
-from .fields import JsonObject
-from .serialize import jsonable, thread_state
+from .fields import JsonObject, StorableText
+from .runs import _check_input, _check_nodes
+from .serialize import STATE_FIELDS, checkpoint_ref, jsonable, select_fields, thread_state
 
 router = APIRouter(tags=["threads"])
 
@@ -50,16 +53,65 @@ class ThreadPrune(BaseModel):
 
 class CheckpointRef(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    checkpoint_id: str | None = Field(default=None, max_length=256)
-    checkpoint_ns: str = Field(default="", max_length=1024)
+    checkpoint_id: StorableText | None = Field(default=None, max_length=256)
+    checkpoint_ns: StorableText = Field(default="", max_length=1024)
+
+
+def _state_select(select: list[str] | None) -> list[str] | None:
+    for name in select or ():
+        if name not in STATE_FIELDS and not (name.startswith("values.") and len(name) > 7):
+            raise ValueError(f"cannot select {name!r}: choose from {sorted(STATE_FIELDS)} or values.<key>")
+    return select
+
+
+StateSelect = Annotated[list[Annotated[str, Field(max_length=256)]] | None, AfterValidator(_state_select)]
+ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+ThreadField = Literal[
+    "thread_id", "created_at", "updated_at", "metadata", "config", "context", "status", "values", "interrupts"
+]
 
 
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     limit: int = Field(default=10, ge=1, le=1000)
-    before: str | CheckpointRef | None = None
+    before: StorableText | CheckpointRef | None = None
     metadata: JsonObject | None = None
     checkpoint: CheckpointRef | None = None
+    select: StateSelect = Field(default=None, max_length=32)
+
+
+class StateAtCheckpoint(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    checkpoint: CheckpointRef
+    subgraphs: bool = False
+    select: StateSelect = Field(default=None, max_length=32)
+
+
+class StateUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    values: JsonObject | None = None
+    as_node: str | None = Field(default=None, max_length=256)
+    checkpoint: CheckpointRef | None = None
+    checkpoint_id: StorableText | None = Field(default=None, max_length=256)
+
+
+class ThreadCount(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    metadata: JsonObject | None = None
+    values: JsonObject | None = None
+    status: ThreadStatus | None = None
+
+
+ThreadIdText = Annotated[StorableText, Field(max_length=MAX_THREAD_ID_CHARS)]
+
+
+class ThreadSearch(ThreadCount):
+    ids: list[ThreadIdText] | None = Field(default=None, max_length=1000)
+    limit: int = Field(default=10, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+    select: list[ThreadField] | None = Field(default=None, max_length=16)
 
 
 def thread_config(thread_id: str, checkpoint: CheckpointRef | None = None) -> RunnableConfig:
@@ -71,21 +123,49 @@ def thread_config(thread_id: str, checkpoint: CheckpointRef | None = None) -> Ru
     return {"configurable": configurable}
 
 
-async def thread_body(services: Services, record: ThreadRecord) -> dict[str, Any]:
+# The fields of a thread that only its latest checkpoint and its runs can tell.
+STATE_DERIVED = frozenset(("status", "values", "interrupts"))
+
+
+async def thread_body(services: Services, record: ThreadRecord, select: list[str] | None = None) -> dict[str, Any]:
+    if select and STATE_DERIVED.isdisjoint(select):
+        return select_fields(_record_fields(record), select)
     snapshot = await services.graph.aget_state(thread_config(record.thread_id))
     interrupts = [{"value": jsonable(i.value), "id": i.id} for t in snapshot.tasks for i in t.interrupts]
     # Derived, never stored: a run in flight makes the thread busy, wherever it runs.
     busy, last_status = await services.runs.store.thread_status(record.thread_id)
     status = "busy" if busy else "interrupted" if interrupts else "error" if last_status == "error" else "idle"
+    body = {
+        **_record_fields(record),
+        "status": status,
+        "values": jsonable(snapshot.values),
+        "interrupts": {record.thread_id: interrupts} if interrupts else {},
+    }
+    return select_fields(body, select)
+
+
+def _record_fields(record: ThreadRecord) -> dict[str, Any]:
     return {
         "thread_id": record.thread_id,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "metadata": record.metadata,
-        "status": status,
-        "values": jsonable(snapshot.values),
-        "interrupts": {record.thread_id: interrupts} if interrupts else {},
     }
+
+
+def json_contains(document: Any, pattern: Any) -> bool:
+    """PostgreSQL's jsonb `document @> pattern`, which the Agent Server uses to filter threads by values."""
+    if isinstance(pattern, dict):
+        return isinstance(document, dict) and all(
+            key in document and json_contains(document[key], value) for key, value in pattern.items()
+        )
+    if isinstance(pattern, list):
+        return isinstance(document, list) and all(
+            any(json_contains(item, wanted) for item in document) for wanted in pattern
+        )
+    if isinstance(document, bool) or isinstance(pattern, bool):
+        return document is pattern
+    return bool(document == pattern)
 
 
 @router.post("/threads")
@@ -120,6 +200,69 @@ async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep
 async def prune_threads(body: ThreadPrune, services: ServicesDep, user: UserDep) -> dict[str, int]:
     """Prune the caller's threads now; others' and unknown IDs are skipped, as are threads with a run in flight."""
     return {"pruned_count": await services.retention.prune(body.thread_ids, user, body.strategy)}
+
+
+async def _matching(services: Services, user: str, body: ThreadCount, ids: list[str] | None = None) -> list[Any]:
+    """The caller's threads that pass the filters of `body`, as full thread bodies. Status and values are
+    derived from runs and checkpoints, not columns: each candidate the metadata filter leaves is read."""
+    bodies = []
+    for record in await services.registry.search(user, metadata=body.metadata, ids=ids):
+        thread = await thread_body(services, record)
+        if body.status is not None and thread["status"] != body.status:
+            continue
+        if body.values is not None and not json_contains(thread["values"], body.values):
+            continue
+        bodies.append(thread)
+    return bodies
+
+
+# updated_at moves when a run is created or the state is written: the nearest column to the state's own time.
+SORT_COLUMNS: dict[str, SortColumn] = {
+    "thread_id": "thread_id",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "state_updated_at": "updated_at",
+    "status": "updated_at",
+}
+
+
+@router.post("/threads/search")
+async def search_threads(
+    body: ThreadSearch, services: ServicesDep, user: UserDep, response: Response
+) -> list[dict[str, Any]]:
+    column = SORT_COLUMNS[body.sort_by]
+    descending = body.sort_order == "desc"
+    select: list[str] | None = [str(name) for name in body.select] if body.select else None
+    if body.status is None and body.values is None and body.sort_by != "status":
+        records = await services.registry.search(
+            user,
+            metadata=body.metadata,
+            ids=body.ids,
+            sort_by=column,
+            descending=descending,
+            limit=body.limit + 1,
+            offset=body.offset,
+        )
+        more = len(records) > body.limit
+        page = [await thread_body(services, record, select) for record in records[: body.limit]]
+    else:
+        matching = await _matching(services, user, body, body.ids)
+        if body.sort_by == "status":
+            matching.sort(key=lambda thread: str(thread["status"]), reverse=descending)
+        else:
+            matching.sort(key=lambda thread: thread[column], reverse=descending)
+        more = len(matching) > body.offset + body.limit
+        page = [select_fields(t, select) for t in matching[body.offset : body.offset + body.limit]]
+    if more:
+        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
+    return page
+
+
+@router.post("/threads/count")
+async def count_threads(body: ThreadCount, services: ServicesDep, user: UserDep) -> int:
+    if body.status is None and body.values is None:
+        return await services.registry.count(user, body.metadata)
+    return len(await _matching(services, user, body))
 
 
 @router.get("/threads/{thread_id}")
@@ -159,10 +302,75 @@ async def delete_thread(record: ThreadDep, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
+@router.post("/threads/{thread_id}/copy")
+async def copy_thread(record: ThreadDep, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    """A new thread of the caller's, with a new signed ID, holding a copy of every checkpoint."""
+    thread_id = services.thread_ids.generate_thread_id(user, record.session_type)
+    # Checkpoints first: a failure in between leaves rows under an ID nobody holds, never a thread
+    # that answers with half of its history.
+    await services.checkpointer.acopy_thread(record.thread_id, thread_id)
+    copied = await services.registry.create(thread_id, user, record.session_type, record.metadata)
+    return await thread_body(services, copied)
+
+
+async def _state(
+    services: Services, config: RunnableConfig, subgraphs: bool, select: list[str] | None
+) -> dict[str, Any]:
+    snapshot: StateSnapshot = await services.graph.aget_state(config, subgraphs=subgraphs)
+    if config["configurable"].get("checkpoint_id") and snapshot.created_at is None:
+        raise NotFound("Checkpoint not found")
+    return select_fields(thread_state(snapshot), select)
+
+
+StateSelectQuery = Annotated[list[str] | None, Query(max_length=32), AfterValidator(_state_select)]
+
+
 @router.get("/threads/{thread_id}/state")
-async def get_state(record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
-    snapshot = await services.graph.aget_state(thread_config(record.thread_id))
-    return thread_state(snapshot)
+async def get_state(
+    record: ThreadDep, services: ServicesDep, subgraphs: bool = False, select: StateSelectQuery = None
+) -> dict[str, Any]:
+    return await _state(services, thread_config(record.thread_id), subgraphs, select)
+
+
+@router.post("/threads/{thread_id}/state")
+async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
+    """Write `values` as if `as_node` had run, and answer with the new checkpoint."""
+    busy, _ = await services.runs.store.thread_status(record.thread_id)
+    if busy:
+        raise Conflict("the thread has a run pending or running; update its state once the run ends")
+    checkpoint = body.checkpoint or (CheckpointRef(checkpoint_id=body.checkpoint_id) if body.checkpoint_id else None)
+    if body.as_node is not None:
+        _check_nodes(services, "as_node", body.as_node)
+    if body.values:
+        _check_input(services, body.values)
+    if checkpoint is not None:
+        # An unknown checkpoint is a 404, not a fresh branch from nothing.
+        await _state(services, thread_config(record.thread_id, checkpoint), False, ["checkpoint"])
+    try:
+        config = await services.graph.aupdate_state(
+            thread_config(record.thread_id, checkpoint), body.values, as_node=body.as_node
+        )
+    except InvalidUpdateError as exc:
+        raise InvalidInput(f"cannot apply this update: {exc}") from exc
+    await services.registry.touch(record.thread_id)
+    return {"checkpoint": checkpoint_ref(config)}
+
+
+@router.post("/threads/{thread_id}/state/checkpoint")
+async def get_state_at(body: StateAtCheckpoint, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
+    return await _state(services, thread_config(record.thread_id, body.checkpoint), body.subgraphs, body.select)
+
+
+@router.get("/threads/{thread_id}/state/{checkpoint_id}")
+async def get_state_at_checkpoint_id(
+    record: ThreadDep,
+    services: ServicesDep,
+    checkpoint_id: Annotated[StorableText, Path(max_length=256)],
+    subgraphs: bool = False,
+    select: StateSelectQuery = None,
+) -> dict[str, Any]:
+    config = thread_config(record.thread_id, CheckpointRef(checkpoint_id=checkpoint_id))
+    return await _state(services, config, subgraphs, select)
 
 
 @router.post("/threads/{thread_id}/history")
@@ -172,7 +380,7 @@ async def get_history(body: HistoryQuery, record: ThreadDep, services: ServicesD
         before = CheckpointRef(checkpoint_id=before)
     before_config = thread_config(record.thread_id, before) if before is not None else None
     return [
-        thread_state(snapshot)
+        select_fields(thread_state(snapshot), body.select)
         async for snapshot in services.graph.aget_state_history(
             thread_config(record.thread_id, body.checkpoint),
             filter=body.metadata,

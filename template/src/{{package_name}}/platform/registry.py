@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..errors import ThreadNotFound
@@ -40,7 +41,18 @@ UPDATE_METADATA = """
     WHERE thread_id = %s AND user_id = %s
     RETURNING thread_id, user_id, session_type, metadata, created_at, updated_at
 """
-TOUCH_THREAD = "UPDATE service_threads SET updated_at = now() WHERE thread_id = %s"
+TOUCH_THREAD = "UPDATE service_threads SET updated_at = now(), metadata = metadata || %s WHERE thread_id = %s"
+# A search never leaves the caller's rows, whatever else it filters on.
+SEARCH_THREADS = """
+    SELECT thread_id, user_id, session_type, metadata, created_at, updated_at FROM service_threads
+    WHERE user_id = %(user)s AND metadata @> %(metadata)s
+      AND (%(ids)s::text[] IS NULL OR thread_id = ANY(%(ids)s))
+    ORDER BY {column} {direction}, thread_id {direction}
+"""
+COUNT_THREADS = """
+    SELECT count(*) AS n FROM service_threads WHERE user_id = %(user)s AND metadata @> %(metadata)s
+"""
+SortColumn = Literal["thread_id", "created_at", "updated_at"]
 DELETE_THREAD = "DELETE FROM service_threads WHERE thread_id = %s AND user_id = %s"
 
 
@@ -83,9 +95,39 @@ class ThreadRegistry:
             raise ThreadNotFound()
         return ThreadRecord(**row)
 
-    async def touch(self, thread_id: str) -> None:
+    async def touch(self, thread_id: str, metadata: dict[str, Any] | None = None) -> None:
+        """Mark the thread updated, merging `metadata` into its own (a run stamps its graph and assistant)."""
         async with self._pool.connection() as conn:
-            await conn.execute(TOUCH_THREAD, (thread_id,))
+            await conn.execute(TOUCH_THREAD, (Jsonb(metadata or {}), thread_id))
+
+    async def search(
+        self,
+        user_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        ids: list[str] | None = None,
+        sort_by: SortColumn = "created_at",
+        descending: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ThreadRecord]:
+        """The user's threads whose metadata contains `metadata` (jsonb @>), optionally among `ids`."""
+        query = sql.SQL(SEARCH_THREADS).format(
+            column=sql.Identifier(sort_by), direction=sql.SQL("DESC" if descending else "ASC")
+        )
+        if limit is not None:
+            query += sql.SQL(" LIMIT {} OFFSET {}").format(limit, offset)
+        params = {"user": user_id, "metadata": Jsonb(metadata or {}), "ids": ids}
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return [ThreadRecord(**row) for row in await cur.fetchall()]
+
+    async def count(self, user_id: str, metadata: dict[str, Any] | None = None) -> int:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(COUNT_THREADS, {"user": user_id, "metadata": Jsonb(metadata or {})})
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row["n"])
 
     async def delete(self, thread_id: str, user_id: str) -> bool:
         async with self._pool.connection() as conn:

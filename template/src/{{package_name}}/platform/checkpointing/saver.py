@@ -31,7 +31,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
-from psycopg import AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
@@ -53,6 +53,25 @@ SELECT_PAYLOAD_REFERENCES = """
     UNION ALL
     SELECT blob FROM checkpoint_writes WHERE thread_id = %(thread_id)s AND type = %(type)s
 """
+# A thread copy: every checkpoint, blob and write, in one snapshot of the source (REPEATABLE READ).
+COPY_THREAD = (
+    """
+    INSERT INTO checkpoints
+        (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata)
+    SELECT %(target)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata
+    FROM checkpoints WHERE thread_id = %(source)s
+    """,
+    """
+    INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT %(target)s, checkpoint_ns, channel, version, type, blob FROM checkpoint_blobs WHERE thread_id = %(source)s
+    """,
+    """
+    INSERT INTO checkpoint_writes
+        (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+    SELECT %(target)s, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+    FROM checkpoint_writes WHERE thread_id = %(source)s
+    """,
+)
 
 
 @dataclass(slots=True)
@@ -87,6 +106,9 @@ class PayloadStore(Protocol):
 
     async def retain(self, thread_id: str, references: Sequence[bytes], older_than: datetime) -> None:
         """Delete the thread's objects that none of `references` names and that predate `older_than`."""
+
+    async def copy_thread(self, conn: AsyncConnection[DictRow], source: str, target: str) -> None:
+        """Give the rows `conn` just copied from `source` to `target` payloads of their own."""
 
 
 class PooledPostgresSaver(AsyncPostgresSaver):
@@ -265,6 +287,20 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(DELETE_RUN_WRITES, (list(run_ids),))
             await conn.execute(DELETE_RUN_CHECKPOINTS, (list(run_ids),))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy the whole parent chain (what DeltaChannel reconstruction needs), never a part of it."""
+        names = {"source": str(source_thread_id), "target": str(target_thread_id)}
+
+        async def copy() -> None:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                for statement in COPY_THREAD:
+                    await conn.execute(statement, names)
+                if self.payloads is not None:
+                    await self.payloads.copy_thread(conn, names["source"], names["target"])
+
+        await self._timed("copy_thread", copy())
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
         if self.payloads is not None:
