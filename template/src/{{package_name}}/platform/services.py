@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
 
 from ..settings import Settings
+from .crons import CronStore
 from .database import Pool
 from .leases import Leases
 from .metrics import Metrics
@@ -30,5 +32,8 @@ class Services:
     metrics: Metrics
     leases: Leases
     runs: RunService
+    # Long-term memory (unscoped: reach it through memory.UserStore) and scheduled runs.
+    store: BaseStore
+    crons: CronStore
     # What /readyz checks, by name: the database, and the object store when there is one.
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
