@@ -115,6 +115,9 @@ async def _create_cron(services: Services, user: str, body: CronCreate, thread_i
 async def fire(services: Services, cron: CronRecord) -> None:
     """Create the run of one tick, through the same path as the run routes."""
     body = RunCreate.model_validate(cron.payload)
+    # Which cron and which tick made the run, in the run's metadata.
+    tick = {"cron_id": str(cron.cron_id), "cron_tick": cron.next_run_date.isoformat()}
+    body.metadata = {**(body.metadata or {}), **tick}
     if cron.thread_id is None:
         body.on_completion = "keep" if cron.on_run_completed == "keep" else "delete"
         await _create_stateless(services, cron.user_id, body)
