@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated, Any, Literal, TypeVar
 
+import psycopg
 from fastapi import APIRouter, Query, Response
 from langgraph.store.base import InvalidNamespaceError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -34,7 +35,8 @@ class ItemPut(BaseModel):
     key: Key
     value: JsonObject
     index: Literal[False] | list[Annotated[str, StringConstraints(max_length=256)]] | None = None
-    ttl: float | None = Field(default=None, gt=0, le=525_600 * 100)
+    # Minutes; PostgreSQL reads it as an interval, which takes neither exponents nor a century.
+    ttl: float | None = Field(default=None, ge=0.001, le=525_600 * 99)
 
 
 class ItemDelete(BaseModel):
@@ -67,7 +69,7 @@ async def _checked(call: Awaitable[T]) -> T:
     """The store's own refusals (a namespace it will not take, a filter operator it does not know) are 422s."""
     try:
         return await call
-    except (InvalidNamespaceError, ValueError) as exc:
+    except (InvalidNamespaceError, ValueError, psycopg.DataError) as exc:
         raise InvalidInput(str(exc)) from exc
 
 
