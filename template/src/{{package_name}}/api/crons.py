@@ -63,7 +63,7 @@ class CronSearch(BaseModel):
     enabled: bool | None = None
     metadata: JsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
     sort_by: CronSortBy = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
     select: list[str] | None = None

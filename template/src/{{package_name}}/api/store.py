@@ -50,7 +50,7 @@ class ItemSearch(BaseModel):
     namespace_prefix: Namespace = Field(default_factory=list)
     filter: JsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
     query: str | None = Field(default=None, max_length=10_000)
     refresh_ttl: bool | None = None
 
@@ -62,7 +62,7 @@ class NamespaceSearch(BaseModel):
     suffix: Namespace | None = None
     max_depth: int | None = Field(default=None, ge=1, le=32)
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
 
 
 async def _checked(call: Awaitable[T]) -> T:
