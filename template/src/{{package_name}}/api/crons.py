@@ -18,7 +18,7 @@ from ..errors import InvalidInput
 from ..platform.crons import CronRecord, CronSortBy, next_run
 from ..platform.services import Services
 from .deps import ServicesDep, ThreadDep, UserDep
-from .fields import JsonObject
+from .fields import JsonObject, StorableText
 from .runs import RunCreate, _create, _create_stateless, _kwargs, _thread
 
 router = APIRouter(tags=["crons"])
@@ -58,8 +58,8 @@ class CronUpdate(BaseModel):
 
 class CronSearch(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    assistant_id: str | None = Field(default=None, max_length=256)
-    thread_id: str | None = Field(default=None, max_length=1024)
+    assistant_id: StorableText | None = Field(default=None, max_length=256)
+    thread_id: StorableText | None = Field(default=None, max_length=1024)
     enabled: bool | None = None
     metadata: JsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
@@ -71,8 +71,8 @@ class CronSearch(BaseModel):
 
 class CronCount(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    assistant_id: str | None = Field(default=None, max_length=256)
-    thread_id: str | None = Field(default=None, max_length=1024)
+    assistant_id: StorableText | None = Field(default=None, max_length=256)
+    thread_id: StorableText | None = Field(default=None, max_length=1024)
     metadata: JsonObject | None = None
 
 

@@ -24,3 +24,5 @@ def _storable(value: Any) -> Any:
 
 # Metadata and config end up in PostgreSQL jsonb columns, which refuse the NUL character.
 JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+# Text that ends up in a PostgreSQL text parameter, which refuses NUL too.
+StorableText = Annotated[str, AfterValidator(_storable)]

@@ -17,20 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ..errors import InvalidInput
 from ..platform.memory import UserStore, item_body
 from .deps import ServicesDep, UserDep
-from .fields import JsonObject
+from .fields import JsonObject, StorableText
 
 router = APIRouter(tags=["store"])
 
 T = TypeVar("T")
 
 # The store joins labels with '.', so a label may not hold one; LangGraph's own check says the same.
-Label = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^.\x00]+$")]
+Label = Annotated[StorableText, StringConstraints(min_length=1, max_length=256, pattern=r"^[^.]+$")]
 Namespace = Annotated[list[Label], Field(max_length=32)]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\x00]+$")]
+Key = Annotated[StorableText, StringConstraints(min_length=1, max_length=1024)]
 
 
 class ItemPut(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     namespace: Annotated[list[Label], Field(min_length=1, max_length=32)]
     key: Key
     value: JsonObject
@@ -40,23 +40,23 @@ class ItemPut(BaseModel):
 
 
 class ItemDelete(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     namespace: Annotated[list[Label], Field(min_length=1, max_length=32)]
     key: Key
 
 
 class ItemSearch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     namespace_prefix: Namespace = Field(default_factory=list)
     filter: JsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=1_000_000_000)
-    query: str | None = Field(default=None, max_length=10_000)
+    query: StorableText | None = Field(default=None, max_length=10_000)
     refresh_ttl: bool | None = None
 
 
 class NamespaceSearch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     # "*" matches any one label in a prefix or suffix.
     prefix: Namespace | None = None
     suffix: Namespace | None = None
@@ -85,7 +85,7 @@ async def put_item(body: ItemPut, services: ServicesDep, user: UserDep) -> Respo
 async def get_item(
     services: ServicesDep,
     user: UserDep,
-    key: Annotated[str, Query(min_length=1, max_length=1024)],
+    key: Annotated[StorableText, Query(min_length=1, max_length=1024)],
     namespace: Annotated[str, Query(max_length=8192)] = "",
     refresh_ttl: bool | None = None,
 ) -> dict[str, Any] | None:
