@@ -148,6 +148,10 @@ async def update_cron(cron_id: uuid.UUID, body: CronUpdate, services: ServicesDe
     schedule = body.schedule if "schedule" in given and body.schedule else cron.schedule
     timezone = body.timezone if "timezone" in given else cron.timezone
     enabled = cron.enabled if body.enabled is None else body.enabled
+    next_time = cron.next_run_date
+    if given & {"schedule", "timezone", "enabled"}:
+        # A new schedule, or a cron enabled again, counts from now: no burst of ticks missed meanwhile.
+        next_time = next_run(schedule, timezone, datetime.now(UTC))
     updated = await services.crons.update(
         {
             "cron_id": cron.cron_id,
@@ -159,8 +163,7 @@ async def update_cron(cron_id: uuid.UUID, body: CronUpdate, services: ServicesDe
             "on_run_completed": (body.on_run_completed if cron.thread_id is None else None) or cron.on_run_completed,
             "payload": payload,
             "metadata": body.metadata if body.metadata is not None else cron.metadata,
-            # A new schedule, or a cron enabled again, counts from now: no burst of ticks missed meanwhile.
-            "next_run_date": next_run(schedule, timezone, datetime.now(UTC)),
+            "next_run_date": next_time,
         }
     )
     return updated.body()
