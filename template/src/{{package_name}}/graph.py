@@ -1,7 +1,11 @@
 """Your graph. This file is yours: `copier update` never overwrites it.
 
 The platform calls build_graph(model) once at start-up and compiles the result with
-the service's durable checkpointer; keep the signature, change everything else.
+the service's durable checkpointer and long-term memory store; keep the signature, change everything else.
+
+A node that takes `store` gets that memory, scoped to the run's user (docs/memory.md), e.g.:
+    async def remember(state: MessagesState, *, store: BaseStore) -> dict[str, Any]:
+        await store.aput(("memories",), "last", {"text": state["messages"][-1].text})
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
 
 from ..settings import Settings
 from .assistants import AssistantStore
+from .crons import CronStore
 from .database import Pool
 from .leases import Leases
 from .metrics import Metrics
@@ -34,5 +36,8 @@ class Services:
     runs: RunService
     assistants: AssistantStore
     retention: Retention
+    # Long-term memory (unscoped: reach it through memory.UserStore) and scheduled runs.
+    store: BaseStore
+    crons: CronStore
     # What /readyz checks, by name: the database, and the object store when there is one.
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

@@ -22,6 +22,7 @@ from langgraph.types import Command
 
 from ...errors import Unavailable
 from ..database import DATABASE_OUTAGES
+from ..memory import UserStore
 from ..metrics import Metrics
 from ..registry import ThreadRegistry
 from .bus import EventLog, EventWriter, Notifier, wait_for
@@ -219,8 +220,12 @@ class RunWorkers:
             graph_input = None
         writer = EventWriter(self.events, run.run_id)
         writer.add([event("metadata", {"run_id": str(run.run_id), "attempt": run.attempt})])
+        # The run sees only its user's memory: a copy of the graph whose store is scoped to run.user_id.
+        graph = self.graph
+        if graph.store is not None:
+            graph = graph.copy({"store": UserStore(graph.store, run.user_id)})
         try:
-            async for part in self.graph.astream(
+            async for part in graph.astream(
                 graph_input,
                 config,
                 # The assistant's context under the run's: what graphs with a context_schema read.
