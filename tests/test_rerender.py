@@ -9,13 +9,19 @@ import subprocess
 from pathlib import Path
 
 import copier
+import pytest
 import yaml
 
 from .helpers import check_jsonschema, git, git_save, render
 
 
-def test_rerender_with_recorded_answers_changes_nothing(template_repo: Path, tmp_path: Path) -> None:
-    project = render(template_repo, tmp_path / "service", {"auth": "api_key", "object_store": "s3"})
+@pytest.fixture(scope="module")
+def project(template_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One rendering for the module: each costs seconds in the template's CI."""
+    return render(template_repo, tmp_path_factory.mktemp("rerender") / "service", {"auth": "api_key"})
+
+
+def test_rerender_with_recorded_answers_changes_nothing(project: Path) -> None:
     assert (project / "uv.lock").is_file(), "copier's task did not lock the dependencies"
     git(project, "init", "-q", "-b", "main")
     git_save(project, "rendered")
@@ -23,8 +29,7 @@ def test_rerender_with_recorded_answers_changes_nothing(template_repo: Path, tmp
     assert git(project, "status", "--porcelain") == ""
 
 
-def test_renovate_config_is_valid_and_tracks_the_template_release(template_repo: Path, tmp_path: Path) -> None:
-    project = render(template_repo, tmp_path / "service")
+def test_renovate_config_is_valid_and_tracks_the_template_release(project: Path) -> None:
     config = project / "renovate.json"
     schema = subprocess.run(
         [check_jsonschema(), "--builtin-schema", "vendor.renovate", str(config)], capture_output=True, text=True
