@@ -20,7 +20,9 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, Unavailable
+from ..platform import tracing
 from ..platform.database import DATABASE_OUTAGES
+from ..platform.logs import bind
 from ..platform.registry import ThreadRecord
 from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatus
 from ..platform.services import Services
@@ -163,6 +165,8 @@ async def _kwargs(services: Services, body: RunCreate, thread_id: str, run_id: u
         "interrupt_before": body.interrupt_before,
         "interrupt_after": body.interrupt_after,
         "durability": body.durability,
+        # The request's trace context: the worker that executes the run continues this trace.
+        "trace_context": tracing.carrier(),
     }
 
 
@@ -181,6 +185,7 @@ async def _create(
     services: Services, user: str, thread_id: str, body: RunCreate, temporary: bool, new_thread: bool = False
 ) -> RunRecord:
     run_id = uuid.uuid4()
+    bind(thread_id=thread_id, run_id=str(run_id))
     kwargs = await _kwargs(services, body, thread_id, run_id)
     if new_thread:
         # Registered only once the body is valid: a refused stateless run leaves no thread behind.

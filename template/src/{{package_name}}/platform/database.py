@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -63,7 +63,9 @@ async def check_database(pool: Pool, connect_timeout: float) -> None:
 
 
 @asynccontextmanager
-async def open_pool(settings: Settings) -> AsyncIterator[Pool]:
+async def open_pool(
+    settings: Settings, configure: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = None
+) -> AsyncIterator[Pool]:
     pool: Pool = AsyncConnectionPool(
         database_url(settings),
         min_size=settings.pool_min_size,
@@ -73,6 +75,7 @@ async def open_pool(settings: Settings) -> AsyncIterator[Pool]:
         timeout=settings.pool_timeout,
         kwargs=CONNECTION_KWARGS,
         connection_class=AsyncConnection[DictRow],
+        configure=configure,
         # A connection killed by a server restart is found here, not by the caller's query.
         check=AsyncConnectionPool.check_connection,
         open=False,
