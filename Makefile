@@ -15,8 +15,8 @@ $(TOOLS)/bin/uv:
 	@if command -v pipx >/dev/null; then \
 		PIPX_HOME=$(TOOLS)/pipx PIPX_BIN_DIR=$(TOOLS)/bin pipx install --quiet uv; \
 	else \
-		python3 -m venv $(TOOLS)/venv && $(TOOLS)/venv/bin/pip install --quiet uv && \
-		mkdir -p $(TOOLS)/bin && ln -sf ../venv/bin/uv $(TOOLS)/bin/uv; \
+		{ python3 -m venv $(TOOLS)/venv || { echo "install pipx or python3-venv, or uv itself"; exit 1; }; } && \
+		$(TOOLS)/venv/bin/pip install --quiet uv && mkdir -p $(TOOLS)/bin && ln -sf ../venv/bin/uv $(TOOLS)/bin/uv; \
 	fi
 
 # Installs what the tests need on a fresh machine: uv (see above), promtool and docker-compose (Debian).
