@@ -5,9 +5,22 @@ PYTEST_ARGS ?= -n 2
 
 .PHONY: setup demo test test-full lint
 
-# Installs what the tests need on a fresh machine: uv (PyPI), promtool and docker-compose (Debian).
-setup:
-	@command -v uv >/dev/null || python3 -m pip install --quiet uv
+# uv: the one on PATH, else a private copy under .tools/ (pipx's when pipx is there, else a venv of
+# python3). Never `pip install` into the system Python: Debian and Ubuntu mark it externally managed.
+TOOLS := $(CURDIR)/.tools
+UV := $(or $(shell command -v uv 2>/dev/null),$(TOOLS)/bin/uv)
+export PATH := $(dir $(UV)):$(PATH)
+
+$(TOOLS)/bin/uv:
+	@if command -v pipx >/dev/null; then \
+		PIPX_HOME=$(TOOLS)/pipx PIPX_BIN_DIR=$(TOOLS)/bin pipx install --quiet uv; \
+	else \
+		{ python3 -m venv $(TOOLS)/venv || { echo "install pipx or python3-venv, or uv itself"; exit 1; }; } && \
+		$(TOOLS)/venv/bin/pip install --quiet uv && mkdir -p $(TOOLS)/bin && ln -sf ../venv/bin/uv $(TOOLS)/bin/uv; \
+	fi
+
+# Installs what the tests need on a fresh machine: uv (see above), promtool and docker-compose (Debian).
+setup: $(UV)
 	@if ! command -v promtool >/dev/null || ! command -v docker-compose >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose >/dev/null; \
@@ -15,9 +28,8 @@ setup:
 	fi
 	uv sync --quiet
 
-demo:
-	@command -v uv >/dev/null || python3 -m pip install --quiet uv
-	uvx --from 'copier>=9.4,<10' copier copy --trust --defaults . $(DEST)
+demo: $(UV)
+	uv tool run --from 'copier>=9.4,<10' copier copy --trust --defaults . $(DEST)
 	$(MAKE) -C $(DEST) run
 
 # Every combination: render, ruff, mypy, workflow schema, the fast tier; the heavy tier on a pairwise

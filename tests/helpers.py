@@ -171,7 +171,8 @@ def render(template: Path, dest: Path, data: dict[str, Any] | None = None, vcs_r
 
 def project_requirements(project: Path) -> list[str]:
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
-    return [*pyproject["project"]["dependencies"], *pyproject["dependency-groups"]["dev"]]
+    groups = pyproject["dependency-groups"]
+    return [*pyproject["project"]["dependencies"], *groups["dev"], *groups.get("embedded", [])]
 
 
 def shared_env(projects: list[Path], cache: Path) -> Path:
@@ -250,11 +251,13 @@ def run_project_checks(
     timings = [] if timings is None else timings
     if lint:
         with timed(timings, "ruff"):
-            run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests"], project, env)
-            run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests"], project, env)
+            run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests", "deploy"], project, env)
+            run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests", "deploy"], project, env)
             workflows = sorted(str(path) for path in (project / ".github" / "workflows").glob("*.yml"))
             schema = ["--builtin-schema", "vendor.github-workflows"]
             run("workflow schema", [check_jsonschema(), *schema, *workflows], project, env)
+            # The uv.lock that copier's task wrote matches pyproject.toml (the Docker build uses --frozen).
+            run("uv lock --check", ["uv", "lock", "--check", "--quiet"], project, env)
         with timed(timings, "mypy"):
             run("mypy", [str(bin_dir / "mypy")], project, env)
     phase = {FAST: "fast tier", HEAVY: "heavy tier"}.get(tier, "all tiers")

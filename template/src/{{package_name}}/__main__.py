@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from .app import create_app
+from .platform.logs import configure_logging
 from .settings import Settings
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    configure_logging(settings.log_format)
+    # log_config=None: uvicorn's own records go through the same handler (and format) as the service's.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", log_config=None)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from ..errors import ThreadNotFound, Unavailable
+from ..platform.logs import bind
 from ..platform.registry import ThreadRecord
 from ..platform.services import Services
 from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
@@ -20,8 +21,14 @@ def get_services(request: Request) -> Services:
     return services
 
 
+async def logged_user(user: Annotated[str, Depends(current_user)]) -> str:
+    """The caller, also named on the request's log records and span."""
+    bind(user=user)
+    return user
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
-UserDep = Annotated[str, Depends(current_user)]
+UserDep = Annotated[str, Depends(logged_user)]
 
 
 def check_owner(services: Services, user: str, thread_id: str) -> None:
@@ -39,6 +46,7 @@ async def owned_thread(
 ) -> ThreadRecord:
     """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404."""
     check_owner(services, user, thread_id)
+    bind(thread_id=thread_id)
     record = await services.registry.get(thread_id, user)
     if record is None:
         raise ThreadNotFound()

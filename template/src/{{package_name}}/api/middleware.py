@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge
+from ..platform.logs import bind, log_context
 from ..platform.metrics import Metrics
 from ..settings import Settings
 from .errors import error_response
@@ -90,9 +93,37 @@ class JsonBodies:
         await self.app(scope, receive, send)
 
 
+# A caller's own request ID is kept when it is short and plain; anything else gets a fresh one.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestContext:
+    """Each request's ID (the caller's X-Request-Id, or a new one) on its log records, its span and its
+    response; what the routes learn later (user, thread, run) joins the same log context."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        with log_context(request_id=request_id):
+            bind(request_id=request_id)
+            await self.app(scope, receive, send_with_id)
+
+
 def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    # Added last runs first: metrics see the 413s the body limit sends, and every answer (errors too)
-    # carries the CORS headers a browser needs to read it.
+    # Added last runs first: metrics see the 413s the body limit sends, every record has a request ID, and
+    # every answer (errors too) carries the CORS headers a browser needs to read it.
     app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_allow_origins:
@@ -105,3 +136,4 @@ def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
             expose_headers=["content-location", "location", "x-pagination-next", "x-pagination-total"],
         )
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestContext)

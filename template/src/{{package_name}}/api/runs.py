@@ -20,8 +20,10 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, Unavailable
+from ..platform import tracing
 from ..platform.assistants import Assistant
 from ..platform.database import DATABASE_OUTAGES
+from ..platform.logs import bind
 from ..platform.registry import ThreadRecord
 from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatus
 from ..platform.services import Services
@@ -168,6 +170,8 @@ async def _kwargs(
         "interrupt_before": body.interrupt_before,
         "interrupt_after": body.interrupt_after,
         "durability": body.durability,
+        # The request's trace context: the worker that executes the run continues this trace.
+        "trace_context": tracing.carrier(),
     }
 
 
@@ -186,6 +190,7 @@ async def _create(
     services: Services, user: str, thread_id: str, body: RunCreate, temporary: bool, new_thread: bool = False
 ) -> RunRecord:
     run_id = uuid.uuid4()
+    bind(thread_id=thread_id, run_id=str(run_id))
     assistant = await services.assistants.get(body.assistant_id, user)
     kwargs = await _kwargs(services, body, thread_id, run_id, assistant)
     if new_thread:

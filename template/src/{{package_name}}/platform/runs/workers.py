@@ -19,12 +19,15 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from opentelemetry.trace import StatusCode
 
 from ...errors import Unavailable
 from ..database import DATABASE_OUTAGES
+from ..logs import log_context
 from ..memory import UserStore
 from ..metrics import Metrics
 from ..registry import ThreadRegistry
+from ..tracing import Tracing
 from .bus import EventLog, EventWriter, Notifier, wait_for
 from .events import EventBuilder, event
 from .records import Claimed, RunRecord, RunStore
@@ -60,6 +63,7 @@ class RunWorkers:
         registry: ThreadRegistry,
         settings: WorkerSettings,
         metrics: Metrics,
+        tracing: Tracing,
     ) -> None:
         self.store = store
         self.events = events
@@ -69,6 +73,7 @@ class RunWorkers:
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.tracing = tracing
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claiming = True
         self._executing: set[asyncio.Task[None]] = set()
@@ -121,6 +126,19 @@ class RunWorkers:
 
     async def _execute(self, claimed: Claimed) -> None:
         run = claimed.run
+        carrier = run.kwargs.get("trace_context") or {}
+        # The graph task starts inside both: its log records and its SQL spans belong to this run.
+        with (
+            log_context(thread_id=run.thread_id, run_id=str(run.run_id)),
+            self.tracing.run_span(run.run_id, run.thread_id, run.attempt, carrier) as span,
+        ):
+            status = await self._execute_run(claimed)
+            span.set_attribute("run.status", status)
+            if status == "error":
+                span.set_status(StatusCode.ERROR)
+
+    async def _execute_run(self, claimed: Claimed) -> str:
+        run = claimed.run
         self.metrics.run_queue_wait.observe(claimed.queue_seconds)
         started = time.perf_counter()
         self.metrics.runs_started.inc()
@@ -130,7 +148,7 @@ class RunWorkers:
             cancel_reason = await self._supervise(run, graph_task)
         except _LeaseLost:
             log.warning("run %s lost its lease; another replica ended it", run.run_id)
-            return
+            return "lease_lost"
         finally:
             if not graph_task.done():
                 graph_task.cancel()
@@ -139,6 +157,7 @@ class RunWorkers:
         self.metrics.run_duration.labels(status).observe(time.perf_counter() - started)
         # The outcome must reach the database even across a short outage, or waiters wait out the lease.
         await _retrying(self._record_outcome, run, status, output, error)
+        return status
 
     async def _record_outcome(self, run: RunRecord, status: str, output: Any, error: dict[str, Any] | None) -> None:
         if status == "rollback":
@@ -212,6 +231,8 @@ class RunWorkers:
     async def _run_graph(self, run: RunRecord, builder: EventBuilder) -> None:
         kwargs = run.kwargs
         config = cast(RunnableConfig, kwargs["config"])
+        if callbacks := self.tracing.callbacks(run.run_id, run.thread_id):
+            config = {**config, "callbacks": callbacks}
         graph_input: Any = kwargs.get("input")
         if kwargs.get("command") is not None:
             graph_input = Command(**kwargs["command"])
