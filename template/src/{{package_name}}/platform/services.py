@@ -12,6 +12,7 @@ from ..settings import Settings
 from .database import Pool
 from .leases import Leases
 from .metrics import Metrics
+from .quotas import UserRateLimit
 from .registry import ThreadRegistry
 from .runs import RunService
 from .threads import ThreadManager
@@ -30,5 +31,6 @@ class Services:
     metrics: Metrics
     leases: Leases
     runs: RunService
+    rate_limit: UserRateLimit
     # What /readyz checks, by name: the database, and the object store when there is one.
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
