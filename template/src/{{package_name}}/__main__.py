@@ -13,7 +13,16 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_format)
     # log_config=None: uvicorn's own records go through the same handler (and format) as the service's.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", log_config=None)
+    # proxy_headers=False: the client address is the TCP peer, never an X-Forwarded-For value, which anyone
+    # can send; trusted-header auth (auth=none) decides on that address.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        log_config=None,
+        proxy_headers=False,
+    )
 
 
 if __name__ == "__main__":

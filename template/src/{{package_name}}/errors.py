@@ -31,6 +31,17 @@ class Unauthenticated(ServiceError):
     detail = "authentication required"
 
 
+class TooManyRequests(ServiceError):
+    """Over a per-user limit; retry after `retry_after` seconds."""
+
+    status_code = 429
+    detail = "too many requests"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     detail = "request body too large"

@@ -28,7 +28,15 @@ async def logged_user(user: Annotated[str, Depends(current_user)]) -> str:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-UserDep = Annotated[str, Depends(logged_user)]
+
+
+async def limited_user(services: ServicesDep, user: Annotated[str, Depends(logged_user)]) -> str:
+    """The caller, counted against their request rate limit (429 over it)."""
+    await services.rate_limit.hit(user)
+    return user
+
+
+UserDep = Annotated[str, Depends(limited_user)]
 
 
 def check_owner(services: Services, user: str, thread_id: str) -> None:

@@ -10,14 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import PayloadTooLarge, ServiceError, Unavailable
+from ..errors import PayloadTooLarge, ServiceError, TooManyRequests, Unavailable
 from ..platform.database import DATABASE_OUTAGES
 
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, detail: object) -> JSONResponse:
-    headers = {"Retry-After": "1"} if status == 503 else None
+def error_response(status: int, detail: object, retry_after: int = 1) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if status in (429, 503) else None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
@@ -26,6 +26,8 @@ def install(app: FastAPI) -> None:
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
         if isinstance(exc, Unavailable):
             log.warning("unavailable: %s", exc.detail)
+        if isinstance(exc, TooManyRequests):
+            return error_response(exc.status_code, exc.detail, exc.retry_after)
         return error_response(exc.status_code, exc.detail)
 
     @app.exception_handler(RequestValidationError)

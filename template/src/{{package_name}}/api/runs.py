@@ -19,7 +19,7 @@ from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, Unavailable
+from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, TooManyRequests, Unavailable
 from ..platform import tracing
 from ..platform.assistants import Assistant
 from ..platform.database import DATABASE_OUTAGES
@@ -107,7 +107,9 @@ def _check_input(services: Services, graph_input: dict[str, Any]) -> None:
             raise InvalidInput(f"input.messages is not a list of chat messages: {exc}") from exc
 
 
-def _run_config(thread_id: str, run_id: uuid.UUID, body: RunCreate, assistant: Assistant) -> RunnableConfig:
+def _run_config(
+    thread_id: str, run_id: uuid.UUID, body: RunCreate, assistant: Assistant, max_recursion_limit: int
+) -> RunnableConfig:
     # The run's config over its assistant's, key by key within configurable.
     client = {**assistant.config, **(body.config or {})}
     # The thread, run and checkpoint are the server's to set; the rest of configurable is the graph's.
@@ -123,9 +125,10 @@ def _run_config(thread_id: str, run_id: uuid.UUID, body: RunCreate, assistant: A
     checkpoint_id = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint else None)
     if checkpoint_id:
         configurable["checkpoint_id"] = checkpoint_id
-    recursion_limit = client.get("recursion_limit", 25)
-    if not isinstance(recursion_limit, int) or not 1 <= recursion_limit <= 200:
-        raise InvalidInput("config.recursion_limit must be an integer between 1 and 200")
+    # The cap (RUN_MAX_RECURSION_LIMIT) bounds the steps, and so the model calls, one run may make.
+    recursion_limit = client.get("recursion_limit", min(25, max_recursion_limit))
+    if type(recursion_limit) is not int or not 1 <= recursion_limit <= max_recursion_limit:
+        raise InvalidInput(f"config.recursion_limit must be an integer between 1 and {max_recursion_limit}")
     return {"configurable": configurable, "recursion_limit": recursion_limit, "metadata": body.metadata or {}}
 
 
@@ -137,7 +140,7 @@ async def _kwargs(
         raise InvalidInput("send input or command, not both")
     _check_nodes(services, "interrupt_before", body.interrupt_before)
     _check_nodes(services, "interrupt_after", body.interrupt_after)
-    config = _run_config(thread_id, run_id, body, assistant)
+    config = _run_config(thread_id, run_id, body, assistant, services.settings.run_max_recursion_limit)
     command: dict[str, Any] | None = None
     # The thread's state decides what can run only when no earlier run is queued to change it first.
     busy, _ = await services.runs.store.thread_status(thread_id)
@@ -201,17 +204,22 @@ async def _create(
         # As the Agent Server does: a search by graph or assistant finds the threads it ran on.
         stamp = {"graph_id": services.settings.assistant_id, "assistant_id": body.assistant_id}
         await services.registry.touch(thread_id, stamp)
-    return await services.runs.store.create(
-        run_id=run_id,
-        thread_id=thread_id,
-        user_id=user,
-        assistant_id=assistant.assistant_id,
-        strategy=body.multitask_strategy,
-        kwargs=kwargs,
-        metadata=body.metadata or {},
-        temporary=temporary,
-        after_seconds=body.after_seconds,
-    )
+    try:
+        return await services.runs.store.create(
+            run_id=run_id,
+            thread_id=thread_id,
+            user_id=user,
+            assistant_id=assistant.assistant_id,
+            strategy=body.multitask_strategy,
+            kwargs=kwargs,
+            metadata=body.metadata or {},
+            temporary=temporary,
+            after_seconds=body.after_seconds,
+            max_user_runs=services.settings.user_max_active_runs,
+        )
+    except TooManyRequests:
+        services.metrics.user_limit_rejections.labels("active_runs").inc()
+        raise
 
 
 async def _create_stateless(services: Services, user: str, body: RunCreate) -> RunRecord:

@@ -15,6 +15,7 @@ from .crons import CronStore
 from .database import Pool
 from .leases import Leases
 from .metrics import Metrics
+from .quotas import UserRateLimit
 from .registry import ThreadRegistry
 from .retention import Retention
 from .runs import RunService
@@ -39,5 +40,6 @@ class Services:
     # Long-term memory (unscoped: reach it through memory.UserStore) and scheduled runs.
     store: BaseStore
     crons: CronStore
+    rate_limit: UserRateLimit
     # What /readyz checks, by name: the database, and the object store when there is one.
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)

@@ -18,7 +18,7 @@ from psycopg.errors import UniqueViolation
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from ...errors import Conflict
+from ...errors import Conflict, TooManyRequests
 from ..database import Pool
 from ..migrations import apply_migrations
 
@@ -74,6 +74,11 @@ INSERT_RUN = f"""
     RETURNING {COLUMNS}
 """
 LOCK_THREAD = "SELECT pg_advisory_xact_lock(hashtext('service_runs'), hashtext(%s))"
+# Serialises run creation per user, so two replicas cannot both admit the user's last allowed run.
+LOCK_USER = "SELECT pg_advisory_xact_lock(hashtext('service_runs/user'), hashtext(%s))"
+INFLIGHT_OF_USER = "SELECT count(*) AS n FROM service_runs WHERE user_id = %s AND status IN ('pending', 'running')"
+# What a 429 for too many active runs tells the caller to wait: runs take seconds, not milliseconds.
+RETRY_ACTIVE_RUNS_SECONDS = 5
 INFLIGHT_OF_THREAD = "SELECT run_id FROM service_runs WHERE thread_id = %s AND status IN ('pending', 'running')"
 SELECT_RUN = f"SELECT {COLUMNS} FROM service_runs WHERE run_id = %s AND thread_id = %s"
 SELECT_RUN_BY_ID = f"SELECT {COLUMNS} FROM service_runs WHERE run_id = %s AND user_id = %s"
@@ -242,6 +247,7 @@ class RunStore:
         metadata: dict[str, Any],
         temporary: bool = False,
         after_seconds: float = 0,
+        max_user_runs: int | None = None,
     ) -> RunRecord:
         """Insert a pending run, applying the multitask strategy to the thread's runs in flight.
 
@@ -254,6 +260,16 @@ class RunStore:
             inflight = [row["run_id"] for row in await cur.fetchall()]
             if inflight and strategy == "reject":
                 raise Conflict("Thread is already running a task; wait for it or choose another multitask strategy")
+            if max_user_runs is not None:
+                await conn.execute(LOCK_USER, (user_id,))
+                # Runs this one interrupts or rolls back end now, so they do not count against it.
+                ending = len(inflight) if strategy in ("interrupt", "rollback") else 0
+                row = await (await conn.execute(INFLIGHT_OF_USER, (user_id,))).fetchone()
+                if row is not None and row["n"] - ending >= max_user_runs:
+                    raise TooManyRequests(
+                        f"this user already has {row['n']} runs pending or running (limit {max_user_runs})",
+                        retry_after=RETRY_ACTIVE_RUNS_SECONDS,
+                    )
             if inflight and strategy in ("interrupt", "rollback"):
                 await self._cancel(conn, inflight, strategy)
             cur = await conn.execute(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -44,6 +45,7 @@ class WorkerSettings:
     on_lease_expiry: Literal["error", "retry"]
     max_attempts: int
     event_retention_seconds: float
+    max_seconds: float | None = None
 
 
 class _LeaseLost(Exception):
@@ -184,16 +186,22 @@ class RunWorkers:
 
     async def _renew_until_done(self, run: RunRecord, graph_task: asyncio.Task[None]) -> str | None:
         heartbeat = self.settings.lease_seconds / 3
+        deadline = time.monotonic() + (self.settings.max_seconds or math.inf)
         with self.notifier.subscribe(f"cancel:{run.run_id}") as cancel:
             while not graph_task.done():
                 waker = asyncio.create_task(cancel.wait())
+                wait = min(heartbeat, max(deadline - time.monotonic(), 0))
                 try:
-                    await asyncio.wait({graph_task, waker}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({graph_task, waker}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     waker.cancel()
                 cancel.clear()
                 if graph_task.done():
                     break
+                if time.monotonic() >= deadline:
+                    # Checkpoints of the steps that finished stay: the next run on the thread goes on from them.
+                    self.metrics.run_timeouts.inc()
+                    return "timeout"
                 try:
                     ours, reason = await self.store.renew(run.run_id, self.owner, self.settings.lease_seconds)
                 except DATABASE_OUTAGES as exc:  # an outage shorter than the lease costs nothing
@@ -213,6 +221,14 @@ class RunWorkers:
             return "handed_back", None, None
         if cancel_reason == "rollback":
             return "rollback", None, None
+        if cancel_reason == "timeout":
+            error = {
+                "error": "TimeoutError",
+                "message": f"run exceeded RUN_MAX_SECONDS ({self.settings.max_seconds:g} s)",
+                "unavailable": False,
+            }
+            await self._append_error(run, error)
+            return "timeout", builder.output(), error
         if cancel_reason is not None:
             return "interrupted", builder.output(), None
         exc = graph_task.exception()
@@ -222,11 +238,14 @@ class RunWorkers:
         # An outage is the caller's to retry (a 503 when the wait has not answered yet), a bug is not.
         unavailable = isinstance(exc, (*DATABASE_OUTAGES, Unavailable))
         error = {"error": type(exc).__name__, "message": str(exc), "unavailable": unavailable}
+        await self._append_error(run, error)
+        return "error", None, error
+
+    async def _append_error(self, run: RunRecord, error: dict[str, Any]) -> None:
         try:
             await self.events.append(run.run_id, [event("error", error)])
         except DATABASE_OUTAGES as append_failed:
             log.warning("run %s: its error event was lost: %s", run.run_id, append_failed)
-        return "error", None, error
 
     async def _run_graph(self, run: RunRecord, builder: EventBuilder) -> None:
         kwargs = run.kwargs
