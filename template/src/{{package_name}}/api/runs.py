@@ -7,14 +7,13 @@ routes validate, create the row, and then wait for it or stream its events.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +25,7 @@ from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatu
 from ..platform.services import Services
 from .deps import ServicesDep, ThreadDep, UserDep, check_owner
 from .fields import JsonObject
+from .serialize import FastJSONResponse, dump_json
 
 router = APIRouter(tags=["runs"])
 
@@ -133,8 +133,11 @@ async def _kwargs(services: Services, body: RunCreate, thread_id: str, run_id: u
     _check_nodes(services, "interrupt_after", body.interrupt_after)
     config = _run_config(thread_id, run_id, body)
     command: dict[str, Any] | None = None
-    # The thread's state decides what can run only when no earlier run is queued to change it first.
-    busy, _ = await services.runs.store.thread_status(thread_id)
+
+    async def busy() -> bool:
+        # The thread's state decides what can run only when no earlier run is queued to change it first.
+        return (await services.runs.store.thread_status(thread_id))[0]
+
     if body.command is not None:
         given = body.command.model_fields_set
         if not given:
@@ -143,11 +146,11 @@ async def _kwargs(services: Services, body: RunCreate, thread_id: str, run_id: u
             _check_nodes(services, "command.goto", body.command.goto)
         if body.command.update is not None:
             _check_input(services, body.command.update)
-        if "resume" in given and not busy and not (await services.graph.aget_state(config)).interrupts:
+        if "resume" in given and not await busy() and not (await services.graph.aget_state(config)).interrupts:
             raise InvalidInput("the thread has no interrupt to resume")
         command = {name: getattr(body.command, name) for name in given}
     elif body.input is None:
-        if not busy and not (await services.graph.aget_state(config)).next:
+        if not await busy() and not (await services.graph.aget_state(config)).next:
             raise InvalidInput("nothing to run: send input, or a command to resume an interrupt")
     elif not body.input:
         raise InvalidInput("input is empty")
@@ -169,7 +172,8 @@ async def _kwargs(services: Services, body: RunCreate, thread_id: str, run_id: u
 async def _thread(services: Services, user: str, thread_id: str, if_not_exists: str) -> ThreadRecord:
     """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new."""
     check_owner(services, user, thread_id)
-    record = await services.registry.get(thread_id, user)
+    # Read and touched in one statement: every run on the thread updates it.
+    record = await services.registry.touch(thread_id, user)
     if record is not None:
         return record
     if if_not_exists != "create":
@@ -185,8 +189,6 @@ async def _create(
     if new_thread:
         # Registered only once the body is valid: a refused stateless run leaves no thread behind.
         await services.registry.create(thread_id, user, "stateless", {"session_type": "stateless", "user_id": user})
-    else:
-        await services.registry.touch(thread_id)
     return await services.runs.store.create(
         run_id=run_id,
         thread_id=thread_id,
@@ -238,7 +240,7 @@ async def _waiting(
             result = _result(waiter.result())
         except DATABASE_OUTAGES as exc:  # the 200 is gone: the outage travels in the body
             result = {"__error__": {"error": type(exc).__name__, "message": "database unavailable; join again"}}
-        yield json.dumps(result, separators=(",", ":")).encode()
+        yield dump_json(result)
     finally:
         if not waiter.done():
             waiter.cancel()
@@ -292,7 +294,7 @@ async def _wait_response(services: Services, run: RunRecord, cancel_on_disconnec
     ended = waiter.result()
     if ended is not None and ended.status == "error" and (ended.error or {}).get("unavailable"):
         raise Unavailable("the run failed on an outage; retry")
-    return JSONResponse(_result(ended), headers=headers)
+    return FastJSONResponse(_result(ended), headers=headers)
 
 
 async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID) -> RunRecord:

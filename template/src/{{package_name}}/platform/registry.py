@@ -34,7 +34,11 @@ SELECT_THREAD = """
     SELECT thread_id, user_id, session_type, metadata, created_at, updated_at
     FROM service_threads WHERE thread_id = %s AND user_id = %s
 """
-TOUCH_THREAD = "UPDATE service_threads SET updated_at = now() WHERE thread_id = %s"
+# A new run on the thread: read and touch it in one statement.
+TOUCH_THREAD = """
+    UPDATE service_threads SET updated_at = now() WHERE thread_id = %s AND user_id = %s
+    RETURNING thread_id, user_id, session_type, metadata, created_at, updated_at
+"""
 DELETE_THREAD = "DELETE FROM service_threads WHERE thread_id = %s AND user_id = %s"
 
 
@@ -69,9 +73,12 @@ class ThreadRegistry:
             row = await cur.fetchone()
         return ThreadRecord(**row) if row is not None else None
 
-    async def touch(self, thread_id: str) -> None:
+    async def touch(self, thread_id: str, user_id: str) -> ThreadRecord | None:
+        """The thread as `get` returns it, with updated_at set to now."""
         async with self._pool.connection() as conn:
-            await conn.execute(TOUCH_THREAD, (thread_id,))
+            cur = await conn.execute(TOUCH_THREAD, (thread_id, user_id))
+            row = await cur.fetchone()
+        return ThreadRecord(**row) if row is not None else None
 
     async def delete(self, thread_id: str, user_id: str) -> bool:
         async with self._pool.connection() as conn:
