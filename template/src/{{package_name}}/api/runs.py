@@ -280,7 +280,7 @@ def _sse(
 async def _wait_response(services: Services, run: RunRecord, cancel_on_disconnect: bool) -> Response:
     """A run that ends within one heartbeat gets a plain JSON answer with a real status code (503 for an
     outage); a longer one a streamed body that the heartbeat keeps alive, as the Agent Server does."""
-    waiter = asyncio.create_task(services.runs.wait(run.thread_id, run.run_id))
+    waiter = asyncio.create_task(services.runs.wait(run))
     try:
         await asyncio.wait({waiter}, timeout=services.settings.stream_heartbeat_seconds)
     except asyncio.CancelledError:
