@@ -1,28 +1,58 @@
-"""`python -m <package>` / the console script: serve the app with uvicorn."""
+"""`python -m <package>` / the console script: serve the app with uvicorn, in one or several processes."""
 
 from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from .app import create_app
+from .platform.database import embedded_database_url
 from .platform.logs import configure_logging
 from .settings import Settings
 
 
+def cpu_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this container may use: its cgroup v2 CPU quota, else the CPUs the process may run on."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the agent service.")
+    parser.add_argument("--workers", type=int, help="worker processes (default: WEB_CONCURRENCY, else the CPU limit)")
+    args = parser.parse_args()
     settings = Settings()
     configure_logging(settings.log_format)
+    workers = args.workers or settings.web_concurrency or cpu_limit()
     # log_config=None: uvicorn's own records go through the same handler (and format) as the service's.
     # proxy_headers=False: the client address is the TCP peer, never an X-Forwarded-For value, which anyone
     # can send; trusted-header auth (auth=none) decides on that address.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        log_config=None,
-        proxy_headers=False,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "log_config": None,
+        "proxy_headers": False,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    if settings.database_url is None:
+        # One embedded server and one thread ID secret for every worker: settled here, before they start.
+        os.environ["THREAD_ID_SECRET"] = settings.resolved_thread_id_secret().decode()
+        os.environ["DATABASE_URL"] = embedded_database_url(settings)
+    uvicorn.run(f"{__package__}.app:create_app", factory=True, workers=workers, **options)
 
 
 if __name__ == "__main__":

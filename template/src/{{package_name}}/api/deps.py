@@ -14,7 +14,8 @@ from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
 from .auth import current_user
 
 
-def get_services(request: Request) -> Services:
+# async: a plain def dependency would cost every request a hop to the threadpool.
+async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise Unavailable("service is starting")

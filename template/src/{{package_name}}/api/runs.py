@@ -7,14 +7,13 @@ routes validate, create the row, and then wait for it or stream its events.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +28,7 @@ from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatu
 from ..platform.services import Services
 from .deps import ServicesDep, ThreadDep, UserDep, check_owner
 from .fields import JsonObject
+from .serialize import FastJSONResponse, dump_json
 
 router = APIRouter(tags=["runs"])
 
@@ -142,8 +142,11 @@ async def _kwargs(
     _check_nodes(services, "interrupt_after", body.interrupt_after)
     config = _run_config(thread_id, run_id, body, assistant, services.settings.run_max_recursion_limit)
     command: dict[str, Any] | None = None
-    # The thread's state decides what can run only when no earlier run is queued to change it first.
-    busy, _ = await services.runs.store.thread_status(thread_id)
+
+    async def busy() -> bool:
+        # The thread's state decides what can run only when no earlier run is queued to change it first.
+        return (await services.runs.store.thread_status(thread_id))[0]
+
     if body.command is not None:
         given = body.command.model_fields_set
         if not given:
@@ -152,11 +155,11 @@ async def _kwargs(
             _check_nodes(services, "command.goto", body.command.goto)
         if body.command.update is not None:
             _check_input(services, body.command.update)
-        if "resume" in given and not busy and not (await services.graph.aget_state(config)).interrupts:
+        if "resume" in given and not await busy() and not (await services.graph.aget_state(config)).interrupts:
             raise InvalidInput("the thread has no interrupt to resume")
         command = {name: getattr(body.command, name) for name in given}
     elif body.input is None:
-        if not busy and not (await services.graph.aget_state(config)).next:
+        if not await busy() and not (await services.graph.aget_state(config)).next:
             raise InvalidInput("nothing to run: send input, or a command to resume an interrupt")
     elif not body.input:
         raise InvalidInput("input is empty")
@@ -181,7 +184,8 @@ async def _kwargs(
 async def _thread(services: Services, user: str, thread_id: str, if_not_exists: str) -> ThreadRecord:
     """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new."""
     check_owner(services, user, thread_id)
-    record = await services.registry.get(thread_id, user)
+    # Read and touched in one statement: every run on the thread updates it.
+    record = await services.registry.touch(thread_id, user)
     if record is not None:
         return record
     if if_not_exists != "create":
@@ -203,7 +207,7 @@ async def _create(
     else:
         # As the Agent Server does: a search by graph or assistant finds the threads it ran on.
         stamp = {"graph_id": services.settings.assistant_id, "assistant_id": body.assistant_id}
-        await services.registry.touch(thread_id, stamp)
+        await services.registry.touch(thread_id, user, stamp)
     try:
         return await services.runs.store.create(
             run_id=run_id,
@@ -260,7 +264,7 @@ async def _waiting(
             result = _result(waiter.result())
         except DATABASE_OUTAGES as exc:  # the 200 is gone: the outage travels in the body
             result = {"__error__": {"error": type(exc).__name__, "message": "database unavailable; join again"}}
-        yield json.dumps(result, separators=(",", ":")).encode()
+        yield dump_json(result)
     finally:
         if not waiter.done():
             waiter.cancel()
@@ -300,7 +304,7 @@ def _sse(
 async def _wait_response(services: Services, run: RunRecord, cancel_on_disconnect: bool) -> Response:
     """A run that ends within one heartbeat gets a plain JSON answer with a real status code (503 for an
     outage); a longer one a streamed body that the heartbeat keeps alive, as the Agent Server does."""
-    waiter = asyncio.create_task(services.runs.wait(run.thread_id, run.run_id))
+    waiter = asyncio.create_task(services.runs.wait(run))
     try:
         await asyncio.wait({waiter}, timeout=services.settings.stream_heartbeat_seconds)
     except asyncio.CancelledError:
@@ -314,7 +318,7 @@ async def _wait_response(services: Services, run: RunRecord, cancel_on_disconnec
     ended = waiter.result()
     if ended is not None and ended.status == "error" and (ended.error or {}).get("unavailable"):
         raise Unavailable("the run failed on an outage; retry")
-    return JSONResponse(_result(ended), headers=headers)
+    return FastJSONResponse(_result(ended), headers=headers)
 
 
 async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID) -> RunRecord:

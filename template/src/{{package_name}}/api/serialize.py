@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
+from fastapi.responses import JSONResponse
 from langgraph.types import StateSnapshot
 
 from ..platform.encoding import jsonable
+
+
+def dump_json(content: Any) -> bytes:
+    """orjson, several times faster than json; json for what it refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class FastJSONResponse(JSONResponse):
+    """The app's default response class: JSONResponse rendered with `dump_json`."""
+
+    def render(self, content: Any) -> bytes:
+        return dump_json(content)
 
 
 def checkpoint_ref(config: Any) -> dict[str, Any] | None:

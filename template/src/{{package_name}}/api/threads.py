@@ -285,7 +285,7 @@ async def patch_thread(body: ThreadPatch, record: ThreadDep, services: ServicesD
     if body.ttl is not None:
         await services.retention.set_ttl(record.thread_id, record.user_id, body.ttl.ttl, body.ttl.strategy)
     else:
-        await services.registry.touch(record.thread_id)
+        await services.registry.touch(record.thread_id, record.user_id)
     fresh = await services.registry.get(record.thread_id, record.user_id)
     if fresh is None:
         raise ThreadNotFound()
@@ -352,7 +352,7 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
         )
     except InvalidUpdateError as exc:
         raise InvalidInput(f"cannot apply this update: {exc}") from exc
-    await services.registry.touch(record.thread_id)
+    await services.registry.touch(record.thread_id, record.user_id)
     return {"checkpoint": checkpoint_ref(config)}
 
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import psycopg
 import psycopg_pool
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, pq
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -62,6 +62,18 @@ async def check_database(pool: Pool, connect_timeout: float) -> None:
         await conn.execute("SELECT 1")
 
 
+async def check_idle_connection(conn: AsyncConnection[Any]) -> None:
+    """The pool's check on checkout, without the round trip of `check_connection`.
+
+    A server restart or a terminated backend leaves a FATAL message and then a closed socket on an
+    idle connection: the first read takes the message, the second finds the socket closed and raises.
+    """
+    for _ in range(2):
+        conn.pgconn.consume_input()
+    if conn.pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection was closed by the server")
+
+
 @asynccontextmanager
 async def open_pool(
     settings: Settings, configure: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = None
@@ -77,7 +89,7 @@ async def open_pool(
         connection_class=AsyncConnection[DictRow],
         configure=configure,
         # A connection killed by a server restart is found here, not by the caller's query.
-        check=AsyncConnectionPool.check_connection,
+        check=check_idle_connection,
         open=False,
         name="checkpoints",
     )

@@ -41,7 +41,6 @@ UPDATE_METADATA = """
     WHERE thread_id = %s AND user_id = %s
     RETURNING thread_id, user_id, session_type, metadata, created_at, updated_at
 """
-TOUCH_THREAD = "UPDATE service_threads SET updated_at = now(), metadata = metadata || %s WHERE thread_id = %s"
 # A search never leaves the caller's rows, whatever else it filters on.
 SEARCH_THREADS = """
     SELECT thread_id, user_id, session_type, metadata, created_at, updated_at FROM service_threads
@@ -53,6 +52,11 @@ COUNT_THREADS = """
     SELECT count(*) AS n FROM service_threads WHERE user_id = %(user)s AND metadata @> %(metadata)s
 """
 SortColumn = Literal["thread_id", "created_at", "updated_at"]
+# A new run on the thread: read and touch it in one statement (merging what the run stamps on it).
+TOUCH_THREAD = """
+    UPDATE service_threads SET updated_at = now(), metadata = metadata || %s WHERE thread_id = %s AND user_id = %s
+    RETURNING thread_id, user_id, session_type, metadata, created_at, updated_at
+"""
 DELETE_THREAD = "DELETE FROM service_threads WHERE thread_id = %s AND user_id = %s"
 
 
@@ -95,11 +99,6 @@ class ThreadRegistry:
             raise ThreadNotFound()
         return ThreadRecord(**row)
 
-    async def touch(self, thread_id: str, metadata: dict[str, Any] | None = None) -> None:
-        """Mark the thread updated, merging `metadata` into its own (a run stamps its graph and assistant)."""
-        async with self._pool.connection() as conn:
-            await conn.execute(TOUCH_THREAD, (Jsonb(metadata or {}), thread_id))
-
     async def search(
         self,
         user_id: str,
@@ -128,6 +127,14 @@ class ThreadRegistry:
             row = await cur.fetchone()
         assert row is not None
         return int(row["n"])
+
+    async def touch(self, thread_id: str, user_id: str, metadata: dict[str, Any] | None = None) -> ThreadRecord | None:
+        """The thread as `get` returns it, with updated_at set to now and `metadata` merged into its own
+        (a run stamps its graph and assistant)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(TOUCH_THREAD, (Jsonb(metadata or {}), thread_id, user_id))
+            row = await cur.fetchone()
+        return ThreadRecord(**row) if row is not None else None
 
     async def delete(self, thread_id: str, user_id: str) -> bool:
         async with self._pool.connection() as conn:

@@ -26,6 +26,7 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -37,6 +38,7 @@ from psycopg.types.json import Jsonb
 
 from ..database import Pool
 from ..metrics import Metrics
+from .latest import LATEST_CHECKPOINT, Latest, LatestCheckpoints
 
 T = TypeVar("T")
 
@@ -72,6 +74,7 @@ COPY_THREAD = (
     FROM checkpoint_writes WHERE thread_id = %(source)s
     """,
 )
+SELECT_LATEST_WHERE = "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
 
 
 @dataclass(slots=True)
@@ -121,11 +124,14 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         metrics: Metrics | None = None,
         payloads: PayloadStore | None = None,
         serde: SerializerProtocol | None = None,
+        cache_threads: int = 0,
     ) -> None:
         super().__init__(pool, serde=serde)  # type: ignore[arg-type]
         self.pool = pool
         self.metrics = metrics
         self.payloads = payloads
+        # The latest checkpoint of threads whose runs execute here (latest.py); 0 threads: off.
+        self.latest = LatestCheckpoints(cache_threads, metrics)
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -239,7 +245,15 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     ) -> RunnableConfig:
         # Serialised on the event loop: for chat-sized states a thread hop costs more than it saves.
         write = self.checkpoint_write(config, checkpoint, metadata, new_versions)
+        # Rows as written, before an offload swaps payloads for references.
+        rows = [list(statement.rows) for statement in write.statements]
         await self._timed("put", self._store(write))
+        if config["configurable"]["checkpoint_ns"] == "":
+            checkpoint_row = rows[-1][0]
+            blob_rows = rows[0] if len(rows) == 2 else []
+            self.latest.put_checkpoint(
+                write.thread_id, checkpoint_row, checkpoint_row[4].obj, checkpoint_row[5].obj, blob_rows
+            )
         return {
             "configurable": {
                 "thread_id": config["configurable"]["thread_id"],
@@ -251,14 +265,47 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        await self._timed("put_writes", self._store(self.writes_write(config, writes, task_id, task_path)))
+        write = self.writes_write(config, writes, task_id, task_path)
+        rows = list(write.statements[0].rows)
+        await self._timed("put_writes", self._store(write))
+        configurable = config["configurable"]
+        if configurable["checkpoint_ns"] == "":
+            upsert = write.statements[0].sql == self.UPSERT_CHECKPOINT_WRITES_SQL
+            self.latest.put_writes(write.thread_id, configurable["checkpoint_id"], rows, upsert)
 
     # Reads and deletes: the stock queries, timed.
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._timed("get_tuple", super().aget_tuple(config))
+        return await self._timed("get_tuple", self._get_tuple(config))
+
+    async def _get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        thread_id = str(config["configurable"]["thread_id"])
+        if not self.latest.held(thread_id, config["configurable"].get("checkpoint_ns", "")):
+            return await super().aget_tuple(config)
+        if (cached := self.latest.row(thread_id, get_checkpoint_id(config))) is not None:
+            return await self._load_checkpoint_tuple(cached)
+        if get_checkpoint_id(config):
+            return await super().aget_tuple(config)
+        async with self._cursor() as cur:
+            await cur.execute(self.SELECT_SQL + SELECT_LATEST_WHERE, (thread_id, ""), binary=True)
+            value = await cur.fetchone()
+        if value is None:
+            return None
+        if value["checkpoint"]["v"] < 4:
+            return await super().aget_tuple(config)  # an old checkpoint: the stock read migrates it
+        if self.payloads is not None:
+            await self.payloads.resolve(value)
+        self.latest.fill(value)
+        return await self._load_checkpoint_tuple(value)
+
+    async def latest_version(self, thread_id: str) -> Latest:
+        """The thread's newest root checkpoint ID and its number of pending writes, by one indexed read."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(LATEST_CHECKPOINT, (thread_id,))).fetchone()
+        return (None, 0) if row is None else (row["checkpoint_id"], int(row["writes"]))
 
     async def adelete_thread(self, thread_id: str) -> None:
+        self.latest.drop(str(thread_id))
         await self._timed("delete_thread", super().adelete_thread(thread_id))
         # Rows first: a failure in between leaves unreferenced objects, never a row without its object.
         if self.payloads is not None:
@@ -284,6 +331,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints the runs wrote, and their writes (a rollback); blobs may be shared, so stay."""
+        # Any thread may lose its latest checkpoints: forget them all.
+        self.latest.clear()
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(DELETE_RUN_WRITES, (list(run_ids),))
             await conn.execute(DELETE_RUN_CHECKPOINTS, (list(run_ids),))
@@ -305,7 +354,18 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
         if self.payloads is not None:
             await self.payloads.resolve(value)
-        return await super()._load_checkpoint_tuple(value)
+        # The stock method loads pending writes in a worker thread: for a chat turn's few writes that
+        # hop costs more than the loading does, so they load here, on the event loop.
+        checkpoint: Checkpoint = value["checkpoint"]
+        channel_values = {**(checkpoint.get("channel_values") or {}), **self._load_blobs(value["channel_values"])}
+        parent_id = value["parent_checkpoint_id"]
+        return CheckpointTuple(
+            _config(value["thread_id"], value["checkpoint_ns"], value["checkpoint_id"]),
+            {**checkpoint, "channel_values": channel_values},
+            value["metadata"],
+            _config(value["thread_id"], value["checkpoint_ns"], parent_id) if parent_id else None,
+            self._load_writes(value["pending_writes"]),
+        )
 
     async def alist(
         self,
@@ -320,3 +380,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             yield item
         if self.metrics is not None:
             self.metrics.checkpoint_duration.labels("list").observe(time.perf_counter() - start)
+
+
+def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}}

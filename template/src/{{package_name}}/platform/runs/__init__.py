@@ -40,15 +40,19 @@ class RunService:
         # Notifications are the fast path; re-reading this often covers one lost in a reconnect.
         self._poll_seconds = poll_seconds
 
-    async def wait(self, thread_id: str, run_id: uuid.UUID) -> RunRecord | None:
-        """The run once it ended; None when it disappeared (rolled back or deleted)."""
-        with self.notifier.subscribe(str(run_id)) as changed:
-            while True:
-                changed.clear()
-                run = await self.store.get(thread_id, run_id)
-                if run is None or run.done:
-                    return run
+    async def wait(self, run: RunRecord) -> RunRecord | None:
+        """The run once it ended; None when it disappeared (rolled back or deleted).
+
+        `run` was just read or created, so the first read is skipped: an end notified before the
+        subscription below is found by the next poll.
+        """
+        with self.notifier.subscribe(str(run.run_id)) as changed:
+            latest: RunRecord | None = run
+            while latest is not None and not latest.done:
                 await wait_for(changed, self._poll_seconds)
+                changed.clear()
+                latest = await self.store.get(run.thread_id, run.run_id)
+            return latest
 
     async def stream(
         self, thread_id: str, run_id: uuid.UUID, after: int, heartbeat_seconds: float

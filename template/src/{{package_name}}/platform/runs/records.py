@@ -99,7 +99,7 @@ THREAD_STATUS = """
 # every worker of every replica claim at once without waiting on each other.
 CLAIM_RUN = f"""
     WITH next AS (
-        SELECT r.run_id FROM service_runs r
+        SELECT r.run_id, r.thread_id FROM service_runs r
         WHERE r.status = 'pending' AND r.not_before <= now()
           AND NOT EXISTS (SELECT 1 FROM service_runs x WHERE x.thread_id = r.thread_id AND x.status = 'running')
           AND NOT EXISTS (
@@ -111,9 +111,17 @@ CLAIM_RUN = f"""
     )
     UPDATE service_runs r SET status = 'running', attempt = r.attempt + 1, lease_owner = %s,
         lease_expires_at = now() + make_interval(secs => %s), started_at = now(), updated_at = now()
-    FROM next WHERE r.run_id = next.run_id
+    FROM next LEFT JOIN LATERAL (
+        -- The thread's newest checkpoint, read as the lease is taken: it validates this replica's cached copy.
+        SELECT c.checkpoint_id FROM checkpoints c
+        WHERE c.thread_id = next.thread_id AND c.checkpoint_ns = '' ORDER BY c.checkpoint_id DESC LIMIT 1
+    ) AS latest ON true
+    WHERE r.run_id = next.run_id
     RETURNING {", ".join("r." + c.strip() for c in COLUMNS.split(","))},
-        extract(epoch FROM now() - r.not_before)::float8 AS queue_seconds
+        extract(epoch FROM now() - r.not_before)::float8 AS queue_seconds,
+        latest.checkpoint_id AS latest_checkpoint_id,
+        (SELECT count(*) FROM checkpoint_writes w WHERE w.thread_id = r.thread_id AND w.checkpoint_ns = ''
+            AND w.checkpoint_id = latest.checkpoint_id) AS latest_checkpoint_writes
 """
 RENEW_LEASE = """
     UPDATE service_runs SET lease_expires_at = now() + make_interval(secs => %s)
@@ -218,6 +226,8 @@ def _record(row: DictRow) -> RunRecord:
 class Claimed:
     run: RunRecord
     queue_seconds: float
+    # The thread's newest root checkpoint ID and its pending writes, when the lease was taken.
+    latest_checkpoint: tuple[str | None, int]
 
 
 async def notify(conn: AsyncConnection[DictRow], *keys: str) -> None:
@@ -254,12 +264,16 @@ class RunStore:
         A per-thread transaction lock makes the check-then-insert atomic across replicas, so two
         'reject' runs can never both be accepted, and an interrupted run is cancelled exactly once.
         """
-        async with self._pool.connection() as conn, conn.transaction():
+        # Pipelined: statements go out together and results are read at the end (or where a decision
+        # needs them), so an 'enqueue' run costs one round trip.
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute(LOCK_THREAD, (thread_id,))
-            cur = await conn.execute(INFLIGHT_OF_THREAD, (thread_id,))
-            inflight = [row["run_id"] for row in await cur.fetchall()]
-            if inflight and strategy == "reject":
-                raise Conflict("Thread is already running a task; wait for it or choose another multitask strategy")
+            inflight: list[Any] = []
+            if strategy != "enqueue":
+                cur = await conn.execute(INFLIGHT_OF_THREAD, (thread_id,))
+                inflight = [row["run_id"] for row in await cur.fetchall()]
+                if inflight and strategy == "reject":
+                    raise Conflict("Thread is already running a task; wait for it or choose another multitask strategy")
             if max_user_runs is not None:
                 await conn.execute(LOCK_USER, (user_id,))
                 # Runs this one interrupts or rolls back end now, so they do not count against it.
@@ -286,8 +300,8 @@ class RunStore:
                     after_seconds,
                 ),
             )
-            row = await cur.fetchone()
             await notify(conn, "queue")
+        row = await cur.fetchone()
         assert row is not None
         return _record(row)
 
@@ -355,7 +369,9 @@ class RunStore:
             return None  # another replica started this thread's run in between: the index said no
         if row is None:
             return None
-        return Claimed(_record(row), row["queue_seconds"])
+        return Claimed(
+            _record(row), row["queue_seconds"], (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]))
+        )
 
     async def renew(self, run_id: uuid.UUID, owner: str, lease_seconds: float) -> tuple[bool, str | None]:
         """(still ours, cancel requested): a run whose lease was taken away must stop writing."""
@@ -366,7 +382,7 @@ class RunStore:
     async def finish(
         self, run: RunRecord, owner: str, status: RunStatus, output: Any, error: dict[str, Any] | None
     ) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute(FINISH_RUN, (status, Jsonb(output), Jsonb(error) if error else None, run.run_id, owner))
             await notify(conn, str(run.run_id), "queue")
 

@@ -23,6 +23,7 @@ from langgraph.types import Command
 from opentelemetry.trace import StatusCode
 
 from ...errors import Unavailable
+from ..checkpointing.saver import PooledPostgresSaver
 from ..database import DATABASE_OUTAGES
 from ..logs import log_context
 from ..memory import UserStore
@@ -76,6 +77,8 @@ class RunWorkers:
         self.settings = settings
         self.metrics = metrics
         self.tracing = tracing
+        # The saver's in-memory latest checkpoints, valid while this replica holds a thread's lease.
+        self.latest = checkpointer.latest if isinstance(checkpointer, PooledPostgresSaver) else None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claiming = True
         self._executing: set[asyncio.Task[None]] = set()
@@ -145,7 +148,7 @@ class RunWorkers:
         started = time.perf_counter()
         self.metrics.runs_started.inc()
         builder = EventBuilder(_stream_modes(run.kwargs))
-        graph_task = asyncio.create_task(self._run_graph(run, builder))
+        graph_task = asyncio.create_task(self._run_graph(run, builder, claimed.latest_checkpoint))
         try:
             cancel_reason = await self._supervise(run, graph_task)
         except _LeaseLost:
@@ -247,7 +250,15 @@ class RunWorkers:
         except DATABASE_OUTAGES as append_failed:
             log.warning("run %s: its error event was lost: %s", run.run_id, append_failed)
 
-    async def _run_graph(self, run: RunRecord, builder: EventBuilder) -> None:
+    async def _run_graph(self, run: RunRecord, builder: EventBuilder, latest: tuple[str | None, int]) -> None:
+        if self.latest is None:
+            await self._stream_graph(run, builder)
+            return
+        # Runs in the graph's own task: the scope covers the graph's reads and nothing else.
+        with self.latest.holding(run.thread_id, latest):
+            await self._stream_graph(run, builder)
+
+    async def _stream_graph(self, run: RunRecord, builder: EventBuilder) -> None:
         kwargs = run.kwargs
         config = cast(RunnableConfig, kwargs["config"])
         if callbacks := self.tracing.callbacks(run.run_id, run.thread_id):

@@ -1,0 +1,211 @@
+"""The latest checkpoint of the threads whose runs this process executes, kept in memory.
+
+While a replica holds a thread's run lease nobody else writes the thread's checkpoints, so the
+checkpoint this process wrote last is still the latest when its next run starts, and reading it back
+from PostgreSQL is a round trip for what the process already has. An entry keeps the rows exactly as
+written (serialised), so a hit is decoded by the same code, into fresh objects, as a read of the table.
+
+- `holding(thread_id, latest)` is a run's scope: reads inside it may be served from the entry. `latest`
+  is the thread's newest checkpoint ID and its count of pending writes, read in the statement that took
+  the lease; an entry that differs from it is dropped (another process wrote the thread meanwhile).
+- A read of the latest checkpoint inside the scope fills the entry; this process's writes update it.
+- Only the root namespace is kept; a fork (a checkpoint whose parent is not the entry) drops the entry.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from psycopg.rows import DictRow
+
+from ..metrics import Metrics
+
+# The thread whose run the current task executes under its lease; None outside runs.
+_held: contextvars.ContextVar[str | None] = contextvars.ContextVar("checkpoint_thread_held", default=None)
+
+# (type, payload) of a blob, and the six columns of a pending write as SELECT_SQL returns them.
+Blob = tuple[bytes, bytes | None]
+WriteRow = tuple[bytes, bytes, bytes, bytes | None, bytes, bytes]
+# The thread's newest checkpoint ID (None: no checkpoint) and how many pending writes it has.
+Latest = tuple[str | None, int]
+
+LATEST_CHECKPOINT = """
+    SELECT c.checkpoint_id, (
+        SELECT count(*) FROM checkpoint_writes w
+        WHERE w.thread_id = c.thread_id AND w.checkpoint_ns = '' AND w.checkpoint_id = c.checkpoint_id
+    ) AS writes
+    FROM checkpoints c WHERE c.thread_id = %s AND c.checkpoint_ns = '' ORDER BY c.checkpoint_id DESC LIMIT 1
+"""
+
+
+def _json_copy(value: Any) -> bytes:
+    # What the JSONB column would hold: every read decodes a fresh copy, as a read of the table does.
+    return orjson.dumps(value)
+
+
+@dataclass(slots=True)
+class _Entry:
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint: bytes
+    metadata: bytes
+    channel_versions: dict[str, str]
+    blobs: dict[tuple[str, str], Blob] = field(default_factory=dict)
+    writes: dict[tuple[str, int], WriteRow] = field(default_factory=dict)
+    # Writes committed for a child checkpoint whose own put has not returned yet (durability="async").
+    early: dict[str, list[tuple[Sequence[Any], bool]]] = field(default_factory=dict)
+
+    def add_writes(self, rows: Sequence[Sequence[Any]], upsert: bool) -> None:
+        for _, _, _, task_id, task_path, idx, channel, type_, blob in rows:
+            key = (task_id, idx)
+            if upsert or key not in self.writes:
+                self.writes[key] = (
+                    task_id.encode(),
+                    channel.encode(),
+                    type_.encode(),
+                    blob,
+                    task_path.encode(),
+                    str(idx).encode(),
+                )
+
+    def row(self, thread_id: str) -> dict[str, Any]:
+        """The row SELECT_SQL would return for this checkpoint."""
+        blobs = [
+            [channel.encode(), *self.blobs[(channel, version)]]
+            for channel, version in self.channel_versions.items()
+            if (channel, version) in self.blobs
+        ]
+        return {
+            "thread_id": thread_id,
+            "checkpoint_ns": "",
+            "checkpoint_id": self.checkpoint_id,
+            "parent_checkpoint_id": self.parent_checkpoint_id,
+            "checkpoint": orjson.loads(self.checkpoint),
+            "metadata": orjson.loads(self.metadata),
+            "channel_values": blobs or None,
+            "pending_writes": [list(write) for write in self.writes.values()] or None,
+        }
+
+
+class LatestCheckpoints:
+    """Per thread, the latest root checkpoint with its blobs and pending writes; least recently used go first."""
+
+    def __init__(self, max_threads: int, metrics: Metrics | None = None) -> None:
+        self._max_threads = max_threads
+        self._metrics = metrics
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @contextmanager
+    def holding(self, thread_id: str, latest: Latest | None) -> Iterator[None]:
+        """The scope of one run of `thread_id` under its lease (run it in the run's own task)."""
+        entry = self._entries.get(thread_id)
+        if entry is not None and (latest is None or latest != (entry.checkpoint_id, len(entry.writes))):
+            del self._entries[thread_id]
+        token = _held.set(thread_id)
+        try:
+            yield
+        finally:
+            _held.reset(token)
+
+    def knows(self, thread_id: str) -> bool:
+        return thread_id in self._entries
+
+    def held(self, thread_id: str, checkpoint_ns: str) -> bool:
+        return checkpoint_ns == "" and _held.get() == thread_id
+
+    def row(self, thread_id: str, checkpoint_id: str | None) -> dict[str, Any] | None:
+        """The cached row of the latest checkpoint (or of `checkpoint_id` when it is the latest)."""
+        entry = self._entries.get(thread_id)
+        if entry is None or (checkpoint_id is not None and checkpoint_id != entry.checkpoint_id):
+            self._count("miss")
+            return None
+        self._entries.move_to_end(thread_id)
+        self._count("hit")
+        return entry.row(thread_id)
+
+    def fill(self, row: DictRow) -> None:
+        """Keep the latest checkpoint just read from PostgreSQL (payloads already resolved)."""
+        checkpoint = row["checkpoint"]
+        versions = dict(checkpoint.get("channel_versions") or {})
+        entry = _Entry(
+            checkpoint_id=row["checkpoint_id"],
+            parent_checkpoint_id=row["parent_checkpoint_id"],
+            checkpoint=_json_copy(checkpoint),
+            metadata=_json_copy(row["metadata"]),
+            channel_versions=versions,
+        )
+        for channel, type_, blob in row["channel_values"] or []:
+            name = bytes(channel).decode()
+            entry.blobs[(name, versions[name])] = (bytes(type_), None if blob is None else bytes(blob))
+        for task_id, channel, type_, blob, task_path, idx in row["pending_writes"] or []:
+            write = (bytes(task_id), bytes(channel), bytes(type_), None if blob is None else bytes(blob))
+            entry.writes[(write[0].decode(), int(bytes(idx)))] = (*write, bytes(task_path), bytes(idx))
+        self._keep(str(row["thread_id"]), entry)
+
+    def put_checkpoint(
+        self,
+        thread_id: str,
+        checkpoint_row: Sequence[Any],
+        checkpoint: dict[str, Any],
+        metadata: dict[str, Any],
+        blob_rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """This process committed a root checkpoint (rows as the saver wrote them, before any offload)."""
+        parent_id: str | None = checkpoint_row[3]
+        previous = self._entries.get(thread_id)
+        if parent_id is not None and (previous is None or previous.checkpoint_id != parent_id):
+            # A fork, or a thread this process has not read: the entry would lack older blobs.
+            self._entries.pop(thread_id, None)
+            return
+        versions = dict(checkpoint.get("channel_versions") or {})
+        entry = _Entry(
+            checkpoint_id=checkpoint_row[2],
+            parent_checkpoint_id=parent_id,
+            checkpoint=_json_copy(checkpoint),
+            metadata=_json_copy(metadata),
+            channel_versions=versions,
+        )
+        if previous is not None:
+            entry.blobs = {key: blob for key, blob in previous.blobs.items() if versions.get(key[0]) == key[1]}
+            for rows, upsert in previous.early.get(entry.checkpoint_id, []):
+                entry.add_writes(rows, upsert)
+        for _, _, channel, version, type_, blob in blob_rows:
+            entry.blobs[(channel, version)] = (type_.encode(), blob)
+        self._keep(thread_id, entry)
+
+    def put_writes(self, thread_id: str, checkpoint_id: str, rows: Sequence[Sequence[Any]], upsert: bool) -> None:
+        """This process committed pending writes: same conflict rule as the SQL (upsert or do nothing)."""
+        entry = self._entries.get(thread_id)
+        if entry is None:
+            return
+        if entry.checkpoint_id == checkpoint_id:
+            entry.add_writes(rows, upsert)
+        else:
+            entry.early.setdefault(checkpoint_id, []).append((rows, upsert))
+
+    def drop(self, thread_id: str) -> None:
+        self._entries.pop(thread_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _keep(self, thread_id: str, entry: _Entry) -> None:
+        if self._max_threads <= 0:
+            return
+        self._entries[thread_id] = entry
+        self._entries.move_to_end(thread_id)
+        while len(self._entries) > self._max_threads:
+            self._entries.popitem(last=False)
+
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.checkpoint_cache_reads.labels(result).inc()
