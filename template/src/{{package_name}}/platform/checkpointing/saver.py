@@ -8,15 +8,21 @@ the stock schema, migrations, SQL and (de)serialisation, and changes two things:
 - a write is first turned into a `PendingWrite` (its SQL and rows), then committed in one
   transaction. Subclasses change how it is committed (the group-commit queue) or what is
   written (the hybrid object store) without touching the rest.
+
+Delta channels (LangGraph's `DeltaChannel`, beta) are rebuilt by `aget_delta_channel_history`
+from the same tables as the stock saver's, with one recursive query for the ancestor walk and
+decoded snapshots kept in a small cache (see `SnapshotCache`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -25,9 +31,12 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
+    get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.postgres.base import _build_delta_stage2_sql, _DeltaStage2Row
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncCursor
@@ -46,6 +55,53 @@ DELETE_RUN_WRITES = """
       AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
 """
 DELETE_RUN_CHECKPOINTS = "DELETE FROM checkpoints WHERE metadata->>'run_id' = ANY(%s)"
+
+# A checkpoint holds a stored value for channel `ch`: a blob (a snapshot, or a plain value written
+# before the channel became a DeltaChannel) or an inline primitive. The stock saver's test, per row.
+_SEEDED = """(
+    EXISTS (SELECT 1 FROM checkpoint_blobs b
+            WHERE b.thread_id = %(thread_id)s AND b.checkpoint_ns = %(checkpoint_ns)s AND b.channel = ch
+              AND b.version = w.versions ->> ch AND b.type <> 'empty')
+    OR coalesce(jsonb_typeof(w.inline_values -> ch), 'null') <> 'null'
+)"""
+# The ancestors of a checkpoint, nearest first, each with the channels still looking for their stored
+# value (`pending`) and those that found it there (`seeds`: version, in a blob?, inline value). The
+# stock saver reads pages of 1024 checkpoints to walk the same chain; this reads only the chain.
+DELTA_WALK_SQL = f"""
+WITH RECURSIVE walk AS (
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint -> 'channel_versions' AS versions,
+           c.checkpoint -> 'channel_values' AS inline_values, %(channels)s::text[] AS pending, 0 AS depth
+    FROM checkpoints c
+    WHERE c.thread_id = %(thread_id)s AND c.checkpoint_ns = %(checkpoint_ns)s AND c.checkpoint_id = (
+        SELECT parent_checkpoint_id FROM checkpoints
+        WHERE thread_id = %(thread_id)s AND checkpoint_ns = %(checkpoint_ns)s AND checkpoint_id = %(checkpoint_id)s)
+  UNION ALL
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint -> 'channel_versions',
+           c.checkpoint -> 'channel_values', left_over.pending, w.depth + 1
+    FROM walk w
+    CROSS JOIN LATERAL (SELECT array(SELECT ch FROM unnest(w.pending) ch WHERE NOT {_SEEDED}) AS pending) left_over
+    -- LATERAL ... LIMIT 1: one primary-key lookup per step (a plain join lets the planner scan
+    -- the whole thread at every step when a young table's statistics say it is tiny).
+    CROSS JOIN LATERAL (
+        SELECT * FROM checkpoints p
+        WHERE p.thread_id = %(thread_id)s AND p.checkpoint_ns = %(checkpoint_ns)s
+          AND p.checkpoint_id = w.parent_checkpoint_id
+        LIMIT 1
+    ) c
+    WHERE cardinality(left_over.pending) > 0
+)
+SELECT w.checkpoint_id, w.pending,
+       (SELECT jsonb_object_agg(ch, jsonb_build_array(w.versions ->> ch, EXISTS (
+                  SELECT 1 FROM checkpoint_blobs b
+                  WHERE b.thread_id = %(thread_id)s AND b.checkpoint_ns = %(checkpoint_ns)s AND b.channel = ch
+                    AND b.version = w.versions ->> ch AND b.type <> 'empty'), w.inline_values -> ch))
+        FROM unnest(w.pending) ch WHERE {_SEEDED}) AS seeds
+FROM walk w ORDER BY w.depth
+"""
+# Decoded snapshots kept per process, counted in serialised bytes.
+SNAPSHOT_CACHE_BYTES = 32 * 1024 * 1024
+# Smaller blobs decode faster than they hash.
+_SNAPSHOT_CACHE_MIN_BYTES = 4096
 
 
 @dataclass(slots=True)
@@ -73,7 +129,40 @@ class PayloadStore(Protocol):
     async def resolve(self, row: DictRow) -> None:
         """Replace references in a checkpoint row read from PostgreSQL by the payloads."""
 
+    async def resolve_values(self, values: list[list[Any]]) -> None:
+        """Replace references in [type, payload] pairs (bytes) by the payloads' own type and bytes."""
+
     async def delete_thread(self, thread_id: str) -> None: ...
+
+
+class SnapshotCache:
+    """Decoded delta-channel snapshots by content hash, least recently used first out.
+
+    A long thread's snapshot holds its whole message list, and every turn (and every state of a
+    history page) after it starts from it: decoding it once instead of each time is what keeps a
+    turn's cost flat. Keyed by content, so a deleted and recreated thread can never read a stale
+    entry. Each hit is a fresh list (the reducer and nodes may change it), of the same messages.
+    """
+
+    def __init__(self, max_bytes: int = SNAPSHOT_CACHE_BYTES) -> None:
+        self._entries: OrderedDict[bytes, tuple[int, _DeltaSnapshot]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def loads(self, serde: SerializerProtocol, type_: str, blob: bytes) -> Any:
+        if len(blob) < _SNAPSHOT_CACHE_MIN_BYTES:
+            return serde.loads_typed((type_, blob))
+        key = hashlib.blake2b(blob, digest_size=20, person=type_.encode()[:16]).digest()
+        if (entry := self._entries.get(key)) is not None:
+            self._entries.move_to_end(key)
+            return _DeltaSnapshot(list(entry[1].value))
+        value = serde.loads_typed((type_, blob))
+        if isinstance(value, _DeltaSnapshot) and isinstance(value.value, list) and len(blob) <= self._max_bytes:
+            self._entries[key] = (len(blob), _DeltaSnapshot(list(value.value)))
+            self._bytes += len(blob)
+            while self._bytes > self._max_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1][0]
+        return value
 
 
 class PooledPostgresSaver(AsyncPostgresSaver):
@@ -91,6 +180,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         self.pool = pool
         self.metrics = metrics
         self.payloads = payloads
+        self.snapshots = SnapshotCache()
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -234,6 +324,78 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(DELETE_RUN_WRITES, (list(run_ids),))
             await conn.execute(DELETE_RUN_CHECKPOINTS, (list(run_ids),))
+
+    def _load_blobs(self, blob_values: list[tuple[bytes, bytes, bytes]]) -> dict[str, Any]:
+        return {
+            k.decode(): self.snapshots.loads(self.serde, t.decode(), v)
+            for k, t, v in blob_values or ()
+            if t.decode() != "empty"
+        }
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The stock saver's answer (writes and seed per channel), from one walk query and one read."""
+        return await self._timed("delta_history", self._delta_channel_history(config, list(channels)))
+
+    async def _delta_channel_history(
+        self, config: RunnableConfig, channels: list[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        if not channels:
+            return {}
+        thread_id = str(config["configurable"]["thread_id"])
+        checkpoint_ns = config["configurable"].get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        if not checkpoint_id:
+            target = await self.aget_tuple(config)
+            if target is None:
+                return {ch: {"writes": []} for ch in channels}
+            checkpoint_id = target.config["configurable"]["checkpoint_id"]
+        chain_by_ch: dict[str, list[str]] = {ch: [] for ch in channels}
+        seed_ver_by_ch: dict[str, str | None] = dict.fromkeys(channels)
+        seed_inline_by_ch: dict[str, Any] = {}
+        walk = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
+        async with self._cursor() as cur:
+            await cur.execute(DELTA_WALK_SQL, {**walk, "channels": channels})
+            for row in await cur.fetchall():
+                seeds = row["seeds"] or {}
+                for ch in row["pending"]:
+                    chain_by_ch[ch].append(row["checkpoint_id"])
+                    if ch in seeds:
+                        version, has_blob, inline = seeds[ch]
+                        seed_ver_by_ch[ch] = version
+                        if not has_blob:
+                            seed_inline_by_ch[ch] = inline
+            with_chain = [ch for ch in channels if chain_by_ch[ch]]
+            with_seed = [ch for ch in channels if seed_ver_by_ch[ch] is not None]
+            rows: list[DictRow] = []
+            if sql := _build_delta_stage2_sql(channels_with_chain=with_chain, channels_with_seed=with_seed):
+                params: list[Any] = []
+                for ch in with_chain:
+                    params += [thread_id, checkpoint_ns, ch, chain_by_ch[ch]]
+                for ch in with_seed:
+                    params += [thread_id, checkpoint_ns, ch, seed_ver_by_ch[ch]]
+                await cur.execute(sql, params)
+                rows = await cur.fetchall()
+        if self.payloads is not None:
+            pairs = [[row["type"].encode(), row["blob"]] for row in rows]
+            await self.payloads.resolve_values(pairs)
+            for row, (type_, blob) in zip(rows, pairs, strict=True):
+                row["type"], row["blob"] = bytes(type_).decode(), blob
+        # Seeds decode through the snapshot cache; the stock code assembles writes and inline seeds.
+        writes = [row for row in rows if row["_kind"] == "w"]
+        history = self._build_delta_channels_writes_history(
+            channels=channels,
+            chain_by_ch=chain_by_ch,
+            seed_ver_by_ch=seed_ver_by_ch,
+            seed_inline_by_ch=seed_inline_by_ch,
+            stage2_rows=cast("list[_DeltaStage2Row]", writes),
+        )
+        for row in rows:
+            ch = row["channel"]
+            if row["_kind"] == "b" and row["version"] == seed_ver_by_ch[ch] and row["type"] != "empty":
+                history[ch]["seed"] = self.snapshots.loads(self.serde, row["type"], row["blob"])
+        return history
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
         if self.payloads is not None:
