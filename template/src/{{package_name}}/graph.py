@@ -23,7 +23,7 @@ from typing_extensions import TypedDict
 from .prompts import SYSTEM_PROMPT
 
 
-def build_graph(model: BaseChatModel, *, snapshot_frequency: int = 50) -> StateGraph[Any]:
+def build_graph(model: BaseChatModel, *, snapshot_frequency: int = 100) -> StateGraph[Any]:
     # A class per call: the channel's snapshot frequency comes from settings, not a constant. The
     # reducer is LangGraph's batching-invariant add_messages (it takes a list of writes at once).
     reducer: Any = _messages_delta_reducer

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -140,22 +140,30 @@ class SnapshotCache:
 
     A long thread's snapshot holds its whole message list, and every turn (and every state of a
     history page) after it starts from it: decoding it once instead of each time is what keeps a
-    turn's cost flat. Keyed by content, so a deleted and recreated thread can never read a stale
-    entry. Each hit is a fresh list (the reducer and nodes may change it), of the same messages.
+    turn's cost flat. Keyed by content, or by where the walk found the seed: (thread, namespace,
+    channel, version, checkpoint ID); checkpoint IDs never repeat, so a deleted and recreated thread
+    cannot read a stale entry, and a cached seed is not even fetched from the database. Each hit is a fresh list (the reducer and nodes may change it), of the same messages.
     """
 
     def __init__(self, max_bytes: int = SNAPSHOT_CACHE_BYTES) -> None:
-        self._entries: OrderedDict[bytes, tuple[int, _DeltaSnapshot]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[int, _DeltaSnapshot]] = OrderedDict()
         self._max_bytes = max_bytes
         self._bytes = 0
 
-    def loads(self, serde: SerializerProtocol, type_: str, blob: bytes) -> Any:
-        if len(blob) < _SNAPSHOT_CACHE_MIN_BYTES:
-            return serde.loads_typed((type_, blob))
-        key = hashlib.blake2b(blob, digest_size=20, person=type_.encode()[:16]).digest()
-        if (entry := self._entries.get(key)) is not None:
-            self._entries.move_to_end(key)
-            return _DeltaSnapshot(list(entry[1].value))
+    def get(self, key: Hashable) -> _DeltaSnapshot | None:
+        if (entry := self._entries.get(key)) is None:
+            return None
+        self._entries.move_to_end(key)
+        return _DeltaSnapshot(list(entry[1].value))
+
+    def loads(self, serde: SerializerProtocol, type_: str, blob: bytes, key: Hashable | None = None) -> Any:
+        """Decode `blob`; `key` names it when known (else its hash does, for blobs worth hashing)."""
+        if key is None:
+            if len(blob) < _SNAPSHOT_CACHE_MIN_BYTES:
+                return serde.loads_typed((type_, blob))
+            key = hashlib.blake2b(blob, digest_size=20, person=type_.encode()[:16]).digest()
+        if (hit := self.get(key)) is not None:
+            return hit
         value = serde.loads_typed((type_, blob))
         if isinstance(value, _DeltaSnapshot) and isinstance(value.value, list) and len(blob) <= self._max_bytes:
             self._entries[key] = (len(blob), _DeltaSnapshot(list(value.value)))
@@ -354,6 +362,12 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         chain_by_ch: dict[str, list[str]] = {ch: [] for ch in channels}
         seed_ver_by_ch: dict[str, str | None] = dict.fromkeys(channels)
         seed_inline_by_ch: dict[str, Any] = {}
+        cached: dict[str, Any] = {}
+        seed_cid: dict[str, str] = {}
+
+        def seed_key(channel: str) -> Hashable:
+            return (thread_id, checkpoint_ns, channel, seed_ver_by_ch[channel], seed_cid[channel])
+
         walk = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
         async with self._cursor() as cur:
             await cur.execute(DELTA_WALK_SQL, {**walk, "channels": channels})
@@ -363,11 +377,13 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                     chain_by_ch[ch].append(row["checkpoint_id"])
                     if ch in seeds:
                         version, has_blob, inline = seeds[ch]
-                        seed_ver_by_ch[ch] = version
+                        seed_ver_by_ch[ch], seed_cid[ch] = version, row["checkpoint_id"]
                         if not has_blob:
                             seed_inline_by_ch[ch] = inline
+                        elif (hit := self.snapshots.get(seed_key(ch))) is not None:
+                            cached[ch] = hit
             with_chain = [ch for ch in channels if chain_by_ch[ch]]
-            with_seed = [ch for ch in channels if seed_ver_by_ch[ch] is not None]
+            with_seed = [ch for ch in channels if seed_ver_by_ch[ch] is not None and ch not in cached]
             rows: list[DictRow] = []
             if sql := _build_delta_stage2_sql(channels_with_chain=with_chain, channels_with_seed=with_seed):
                 params: list[Any] = []
@@ -394,7 +410,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         for row in rows:
             ch = row["channel"]
             if row["_kind"] == "b" and row["version"] == seed_ver_by_ch[ch] and row["type"] != "empty":
-                history[ch]["seed"] = self.snapshots.loads(self.serde, row["type"], row["blob"])
+                history[ch]["seed"] = self.snapshots.loads(self.serde, row["type"], row["blob"], seed_key(ch))
+        for ch, seed in cached.items():
+            history[ch]["seed"] = seed
         return history
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
