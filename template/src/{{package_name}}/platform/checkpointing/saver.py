@@ -142,7 +142,8 @@ class SnapshotCache:
     history page) after it starts from it: decoding it once instead of each time is what keeps a
     turn's cost flat. Keyed by content, or by where the walk found the seed: (thread, namespace,
     channel, version, checkpoint ID); checkpoint IDs never repeat, so a deleted and recreated thread
-    cannot read a stale entry, and a cached seed is not even fetched from the database. Each hit is a fresh list (the reducer and nodes may change it), of the same messages.
+    cannot read a stale entry, and a cached seed is not even fetched from the database. Each hit is
+    a fresh list (the reducer and nodes may change it) of the same message objects.
     """
 
     def __init__(self, max_bytes: int = SNAPSHOT_CACHE_BYTES) -> None:
