@@ -64,9 +64,10 @@ _SEEDED = """(
               AND b.version = w.versions ->> ch AND b.type <> 'empty')
     OR coalesce(jsonb_typeof(w.inline_values -> ch), 'null') <> 'null'
 )"""
-# The ancestors of a checkpoint, nearest first, each with the channels still looking for their stored
-# value (`pending`) and those that found it there (`seeds`: version, in a blob?, inline value). The
-# stock saver reads pages of 1024 checkpoints to walk the same chain; this reads only the chain.
+# The ancestors of a checkpoint ('c' rows, `depth` 0 for its parent), each with the channels still
+# looking for their stored value (`pending`) and those that found it there (`seeds`: version, in a
+# blob?, inline value), and their writes to those channels ('w' rows). The stock saver reads pages of
+# 1024 checkpoints to walk the same chain, then the writes in a second query; this is one query.
 DELTA_WALK_SQL = f"""
 WITH RECURSIVE walk AS (
     SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint -> 'channel_versions' AS versions,
@@ -89,14 +90,29 @@ WITH RECURSIVE walk AS (
         LIMIT 1
     ) c
     WHERE cardinality(left_over.pending) > 0
+),
+steps AS MATERIALIZED (
+    SELECT w.checkpoint_id, w.pending, w.depth,
+           (SELECT jsonb_object_agg(ch, jsonb_build_array(w.versions ->> ch, EXISTS (
+                      SELECT 1 FROM checkpoint_blobs b
+                      WHERE b.thread_id = %(thread_id)s AND b.checkpoint_ns = %(checkpoint_ns)s AND b.channel = ch
+                        AND b.version = w.versions ->> ch AND b.type <> 'empty'), w.inline_values -> ch))
+            FROM unnest(w.pending) ch WHERE {_SEEDED}) AS seeds
+    FROM walk w
 )
-SELECT w.checkpoint_id, w.pending,
-       (SELECT jsonb_object_agg(ch, jsonb_build_array(w.versions ->> ch, EXISTS (
-                  SELECT 1 FROM checkpoint_blobs b
-                  WHERE b.thread_id = %(thread_id)s AND b.checkpoint_ns = %(checkpoint_ns)s AND b.channel = ch
-                    AND b.version = w.versions ->> ch AND b.type <> 'empty'), w.inline_values -> ch))
-        FROM unnest(w.pending) ch WHERE {_SEEDED}) AS seeds
-FROM walk w ORDER BY w.depth
+SELECT 'c'::text AS _kind, s.checkpoint_id, NULL::text AS channel, NULL::text AS type, NULL::bytea AS blob,
+       NULL::text AS task_id, NULL::text AS task_path, NULL::int AS idx, s.pending, s.seeds, s.depth
+FROM steps s
+UNION ALL
+-- Each step's writes to the channels it is on the chain of: the stock saver's second query, joined.
+SELECT 'w', cw.checkpoint_id, cw.channel, cw.type, cw.blob, cw.task_id, cw.task_path, cw.idx, NULL, NULL, NULL
+FROM steps s CROSS JOIN LATERAL unnest(s.pending) ch
+CROSS JOIN LATERAL (
+    SELECT * FROM checkpoint_writes x
+    WHERE x.thread_id = %(thread_id)s AND x.checkpoint_ns = %(checkpoint_ns)s
+      AND x.checkpoint_id = s.checkpoint_id AND x.channel = ch
+    OFFSET 0
+) cw
 """
 # Decoded snapshots kept per process, counted in serialised bytes.
 SNAPSHOT_CACHE_BYTES = 32 * 1024 * 1024
@@ -372,7 +388,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         walk = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
         async with self._cursor() as cur:
             await cur.execute(DELTA_WALK_SQL, {**walk, "channels": channels})
-            for row in await cur.fetchall():
+            rows = await cur.fetchall()
+            for row in sorted((row for row in rows if row["_kind"] == "c"), key=lambda row: row["depth"]):
                 seeds = row["seeds"] or {}
                 for ch in row["pending"]:
                     chain_by_ch[ch].append(row["checkpoint_id"])
@@ -383,17 +400,15 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                             seed_inline_by_ch[ch] = inline
                         elif (hit := self.snapshots.get(seed_key(ch))) is not None:
                             cached[ch] = hit
-            with_chain = [ch for ch in channels if chain_by_ch[ch]]
+            rows = [row for row in rows if row["_kind"] == "w"]
+            # A snapshot not in the cache yet: read it as the stock saver does.
             with_seed = [ch for ch in channels if seed_ver_by_ch[ch] is not None and ch not in cached]
-            rows: list[DictRow] = []
-            if sql := _build_delta_stage2_sql(channels_with_chain=with_chain, channels_with_seed=with_seed):
+            if sql := _build_delta_stage2_sql(channels_with_chain=[], channels_with_seed=with_seed):
                 params: list[Any] = []
-                for ch in with_chain:
-                    params += [thread_id, checkpoint_ns, ch, chain_by_ch[ch]]
                 for ch in with_seed:
                     params += [thread_id, checkpoint_ns, ch, seed_ver_by_ch[ch]]
                 await cur.execute(sql, params)
-                rows = await cur.fetchall()
+                rows += await cur.fetchall()
         if self.payloads is not None:
             pairs = [[row["type"].encode(), row["blob"]] for row in rows]
             await self.payloads.resolve_values(pairs)
