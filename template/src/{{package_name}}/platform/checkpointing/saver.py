@@ -22,8 +22,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -34,9 +35,11 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
+    writes_sort_key,
 )
+from langgraph.checkpoint.base import PendingWrite as PendingWriteTuple
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.postgres.base import _build_delta_stage2_sql, _DeltaStage2Row
+from langgraph.checkpoint.postgres.base import _build_delta_stage2_sql
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncCursor
@@ -152,29 +155,32 @@ class PayloadStore(Protocol):
 
 
 class SnapshotCache:
-    """Decoded delta-channel snapshots by content hash, least recently used first out.
+    """Decoded delta-channel snapshots and message writes, least recently used first out.
 
     A long thread's snapshot holds its whole message list, and every turn (and every state of a
     history page) after it starts from it: decoding it once instead of each time is what keeps a
     turn's cost flat. Keyed by content, or by where the walk found the seed: (thread, namespace,
     channel, version, checkpoint ID); checkpoint IDs never repeat, so a deleted and recreated thread
-    cannot read a stale entry, and a cached seed is not even fetched from the database. Each hit is
-    a fresh list (the reducer and nodes may change it) of the same message objects.
+    cannot read a stale entry, and a cached seed is not even fetched from the database. Writes are
+    keyed by their row's key (thread, namespace, checkpoint ID, task, index): the writes replayed
+    after a snapshot are shared by every later state. Each hit is a fresh list (the reducer and
+    nodes may change it) of the same message objects.
     """
 
     def __init__(self, max_bytes: int = SNAPSHOT_CACHE_BYTES) -> None:
-        self._entries: OrderedDict[Hashable, tuple[int, _DeltaSnapshot]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
         self._max_bytes = max_bytes
         self._bytes = 0
 
-    def get(self, key: Hashable) -> _DeltaSnapshot | None:
+    def get(self, key: Hashable) -> Any:
         if (entry := self._entries.get(key)) is None:
             return None
         self._entries.move_to_end(key)
-        return _DeltaSnapshot(list(entry[1].value))
+        return _copy(entry[1])
 
     def loads(self, serde: SerializerProtocol, type_: str, blob: bytes, key: Hashable | None = None) -> Any:
-        """Decode `blob`; `key` names it when known (else its hash does, for blobs worth hashing)."""
+        """Decode `blob`; `key` names it when known (else its hash does, for snapshots worth hashing)."""
+        hashed = key is None
         if key is None:
             if len(blob) < _SNAPSHOT_CACHE_MIN_BYTES:
                 return serde.loads_typed((type_, blob))
@@ -182,12 +188,24 @@ class SnapshotCache:
         if (hit := self.get(key)) is not None:
             return hit
         value = serde.loads_typed((type_, blob))
-        if isinstance(value, _DeltaSnapshot) and isinstance(value.value, list) and len(blob) <= self._max_bytes:
-            self._entries[key] = (len(blob), _DeltaSnapshot(list(value.value)))
+        if _cacheable(value) and (not hashed or isinstance(value, _DeltaSnapshot)) and len(blob) <= self._max_bytes:
+            self._entries[key] = (len(blob), _copy(value))
             self._bytes += len(blob)
             while self._bytes > self._max_bytes:
                 self._bytes -= self._entries.popitem(last=False)[1][0]
         return value
+
+
+def _cacheable(value: Any) -> bool:
+    """Snapshots holding lists, and writes of messages: immutable once stored, and costly to decode."""
+    if isinstance(value, _DeltaSnapshot):
+        return isinstance(value.value, list)
+    return isinstance(value, list) and all(isinstance(item, BaseMessage) for item in value)
+
+
+def _copy(value: Any) -> Any:
+    """A fresh list of the same items: a reducer or a node may change the list, not the messages."""
+    return _DeltaSnapshot(list(value.value)) if isinstance(value, _DeltaSnapshot) else list(value)
 
 
 class PooledPostgresSaver(AsyncPostgresSaver):
@@ -414,15 +432,25 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             await self.payloads.resolve_values(pairs)
             for row, (type_, blob) in zip(rows, pairs, strict=True):
                 row["type"], row["blob"] = bytes(type_).decode(), blob
-        # Seeds decode through the snapshot cache; the stock code assembles writes and inline seeds.
-        writes = [row for row in rows if row["_kind"] == "w"]
-        history = self._build_delta_channels_writes_history(
-            channels=channels,
-            chain_by_ch=chain_by_ch,
-            seed_ver_by_ch=seed_ver_by_ch,
-            seed_inline_by_ch=seed_inline_by_ch,
-            stage2_rows=cast("list[_DeltaStage2Row]", writes),
-        )
+        # As the stock saver assembles them (oldest first, each checkpoint's writes in their order),
+        # with message writes and snapshots decoded through the cache.
+        writes_at: dict[tuple[str, str], list[DictRow]] = {}
+        for row in rows:
+            if row["_kind"] == "w":
+                writes_at.setdefault((row["channel"], row["checkpoint_id"]), []).append(row)
+        history: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            collected: list[PendingWriteTuple] = []
+            for cid in chain_by_ch[ch]:
+                at = writes_at.get((ch, cid), [])
+                at.sort(key=lambda w: writes_sort_key(w["task_path"], w["task_id"], w["idx"]), reverse=True)
+                for w in at:
+                    key = (thread_id, checkpoint_ns, cid, w["task_id"], w["idx"])
+                    collected.append((w["task_id"], ch, self.snapshots.loads(self.serde, w["type"], w["blob"], key)))
+            collected.reverse()
+            history[ch] = {"writes": collected}
+            if ch in seed_inline_by_ch:
+                history[ch]["seed"] = seed_inline_by_ch[ch]
         for row in rows:
             ch = row["channel"]
             if row["_kind"] == "b" and row["version"] == seed_ver_by_ch[ch] and row["type"] != "empty":
