@@ -246,6 +246,9 @@ def run_project_checks(
         "PYTHONDONTWRITEBYTECODE": "1",
         # Hypothesis builds its Unicode tables once (seconds) and keeps them here, not in each fresh render.
         "HYPOTHESIS_STORAGE_DIRECTORY": str(cache_dir / "hypothesis"),
+        # The fuzzers run on every heavy combination, each with its own seed: fewer examples per run here
+        # (the rendered service's own CI keeps its default of 25).
+        "FUZZ_EXAMPLES": os.environ.get("FUZZ_EXAMPLES", "10"),
     }
     env.pop("VIRTUAL_ENV", None)
     timings = [] if timings is None else timings

@@ -8,17 +8,24 @@ the stock schema, migrations, SQL and (de)serialisation, and changes two things:
 - a write is first turned into a `PendingWrite` (its SQL and rows), then committed in one
   transaction. Subclasses change how it is committed (the group-commit queue) or what is
   written (the hybrid object store) without touching the rest.
+
+Delta channels (LangGraph's `DeltaChannel`, beta) are rebuilt by `aget_delta_channel_history`
+from the same tables as the stock saver's, with one recursive query for the ancestor walk and
+decoded snapshots kept in a small cache (see `SnapshotCache`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -26,10 +33,14 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
+    writes_sort_key,
 )
+from langgraph.checkpoint.base import PendingWrite as PendingWriteTuple
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.postgres.base import _build_delta_stage2_sql
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncConnection, AsyncCursor
@@ -76,6 +87,69 @@ COPY_THREAD = (
 )
 SELECT_LATEST_WHERE = "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
 
+# A checkpoint holds a stored value for channel `ch`: a blob (a snapshot, or a plain value written
+# before the channel became a DeltaChannel) or an inline primitive. The stock saver's test, per row.
+_SEEDED = """(
+    EXISTS (SELECT 1 FROM checkpoint_blobs b
+            WHERE b.thread_id = %(thread_id)s AND b.checkpoint_ns = %(checkpoint_ns)s AND b.channel = ch
+              AND b.version = w.versions ->> ch AND b.type <> 'empty')
+    OR coalesce(jsonb_typeof(w.inline_values -> ch), 'null') <> 'null'
+)"""
+# The ancestors of a checkpoint ('c' rows, `depth` 0 for its parent), each with the channels still
+# looking for their stored value (`pending`) and those that found it there (`seeds`: version, in a
+# blob?, inline value), and their writes to those channels ('w' rows). The stock saver reads pages of
+# 1024 checkpoints to walk the same chain, then the writes in a second query; this is one query.
+DELTA_WALK_SQL = f"""
+WITH RECURSIVE walk AS (
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint -> 'channel_versions' AS versions,
+           c.checkpoint -> 'channel_values' AS inline_values, %(channels)s::text[] AS pending, 0 AS depth
+    FROM checkpoints c
+    WHERE c.thread_id = %(thread_id)s AND c.checkpoint_ns = %(checkpoint_ns)s AND c.checkpoint_id = (
+        SELECT parent_checkpoint_id FROM checkpoints
+        WHERE thread_id = %(thread_id)s AND checkpoint_ns = %(checkpoint_ns)s AND checkpoint_id = %(checkpoint_id)s)
+  UNION ALL
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint -> 'channel_versions',
+           c.checkpoint -> 'channel_values', left_over.pending, w.depth + 1
+    FROM walk w
+    CROSS JOIN LATERAL (SELECT array(SELECT ch FROM unnest(w.pending) ch WHERE NOT {_SEEDED}) AS pending) left_over
+    -- LATERAL ... LIMIT 1: one primary-key lookup per step (a plain join lets the planner scan
+    -- the whole thread at every step when a young table's statistics say it is tiny).
+    CROSS JOIN LATERAL (
+        SELECT * FROM checkpoints p
+        WHERE p.thread_id = %(thread_id)s AND p.checkpoint_ns = %(checkpoint_ns)s
+          AND p.checkpoint_id = w.parent_checkpoint_id
+        LIMIT 1
+    ) c
+    WHERE cardinality(left_over.pending) > 0
+),
+steps AS MATERIALIZED (
+    SELECT w.checkpoint_id, w.pending, w.depth,
+           (SELECT jsonb_object_agg(ch, jsonb_build_array(w.versions ->> ch, EXISTS (
+                      SELECT 1 FROM checkpoint_blobs b
+                      WHERE b.thread_id = %(thread_id)s AND b.checkpoint_ns = %(checkpoint_ns)s AND b.channel = ch
+                        AND b.version = w.versions ->> ch AND b.type <> 'empty'), w.inline_values -> ch))
+            FROM unnest(w.pending) ch WHERE {_SEEDED}) AS seeds
+    FROM walk w
+)
+SELECT 'c'::text AS _kind, s.checkpoint_id, NULL::text AS channel, NULL::text AS type, NULL::bytea AS blob,
+       NULL::text AS task_id, NULL::text AS task_path, NULL::int AS idx, s.pending, s.seeds, s.depth
+FROM steps s
+UNION ALL
+-- Each step's writes to the channels it is on the chain of: the stock saver's second query, joined.
+SELECT 'w', cw.checkpoint_id, cw.channel, cw.type, cw.blob, cw.task_id, cw.task_path, cw.idx, NULL, NULL, NULL
+FROM steps s CROSS JOIN LATERAL unnest(s.pending) ch
+CROSS JOIN LATERAL (
+    SELECT * FROM checkpoint_writes x
+    WHERE x.thread_id = %(thread_id)s AND x.checkpoint_ns = %(checkpoint_ns)s
+      AND x.checkpoint_id = s.checkpoint_id AND x.channel = ch
+    OFFSET 0
+) cw
+"""
+# Decoded snapshots kept per process, counted in serialised bytes.
+SNAPSHOT_CACHE_BYTES = 32 * 1024 * 1024
+# Smaller blobs decode faster than they hash.
+_SNAPSHOT_CACHE_MIN_BYTES = 4096
+
 
 @dataclass(slots=True)
 class Statement:
@@ -105,6 +179,9 @@ class PayloadStore(Protocol):
     async def resolve(self, row: DictRow) -> None:
         """Replace references in a checkpoint row read from PostgreSQL by the payloads."""
 
+    async def resolve_values(self, values: list[list[Any]]) -> None:
+        """Replace references in [type, payload] pairs (bytes) by the payloads' own type and bytes."""
+
     async def delete_thread(self, thread_id: str) -> None: ...
 
     async def retain(self, thread_id: str, references: Sequence[bytes], older_than: datetime) -> None:
@@ -112,6 +189,60 @@ class PayloadStore(Protocol):
 
     async def copy_thread(self, conn: AsyncConnection[DictRow], source: str, target: str) -> None:
         """Give the rows `conn` just copied from `source` to `target` payloads of their own."""
+
+
+class SnapshotCache:
+    """Decoded delta-channel snapshots and message writes, least recently used first out.
+
+    A long thread's snapshot holds its whole message list, and every turn (and every state of a
+    history page) after it starts from it: decoding it once instead of each time is what keeps a
+    turn's cost flat. Keyed by content, or by where the walk found the seed: (thread, namespace,
+    channel, version, checkpoint ID); checkpoint IDs never repeat, so a deleted and recreated thread
+    cannot read a stale entry, and a cached seed is not even fetched from the database. Writes are
+    keyed by their row's key (thread, namespace, checkpoint ID, task, index): the writes replayed
+    after a snapshot are shared by every later state. Each hit is a fresh list (the reducer and
+    nodes may change it) of the same message objects.
+    """
+
+    def __init__(self, max_bytes: int = SNAPSHOT_CACHE_BYTES) -> None:
+        self._entries: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def get(self, key: Hashable) -> Any:
+        if (entry := self._entries.get(key)) is None:
+            return None
+        self._entries.move_to_end(key)
+        return _copy(entry[1])
+
+    def loads(self, serde: SerializerProtocol, type_: str, blob: bytes, key: Hashable | None = None) -> Any:
+        """Decode `blob`; `key` names it when known (else its hash does, for snapshots worth hashing)."""
+        hashed = key is None
+        if key is None:
+            if len(blob) < _SNAPSHOT_CACHE_MIN_BYTES:
+                return serde.loads_typed((type_, blob))
+            key = hashlib.blake2b(blob, digest_size=20, person=type_.encode()[:16]).digest()
+        if (hit := self.get(key)) is not None:
+            return hit
+        value = serde.loads_typed((type_, blob))
+        if _cacheable(value) and (not hashed or isinstance(value, _DeltaSnapshot)) and len(blob) <= self._max_bytes:
+            self._entries[key] = (len(blob), _copy(value))
+            self._bytes += len(blob)
+            while self._bytes > self._max_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1][0]
+        return value
+
+
+def _cacheable(value: Any) -> bool:
+    """Snapshots holding lists, and writes of messages: immutable once stored, and costly to decode."""
+    if isinstance(value, _DeltaSnapshot):
+        return isinstance(value.value, list)
+    return isinstance(value, list) and all(isinstance(item, BaseMessage) for item in value)
+
+
+def _copy(value: Any) -> Any:
+    """A fresh list of the same items: a reducer or a node may change the list, not the messages."""
+    return _DeltaSnapshot(list(value.value)) if isinstance(value, _DeltaSnapshot) else list(value)
 
 
 class PooledPostgresSaver(AsyncPostgresSaver):
@@ -132,6 +263,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         self.payloads = payloads
         # The latest checkpoint of threads whose runs execute here (latest.py); 0 threads: off.
         self.latest = LatestCheckpoints(cache_threads, metrics)
+        self.snapshots = SnapshotCache()
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -350,6 +482,97 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                     await self.payloads.copy_thread(conn, names["source"], names["target"])
 
         await self._timed("copy_thread", copy())
+
+    def _load_blobs(self, blob_values: list[tuple[bytes, bytes, bytes]]) -> dict[str, Any]:
+        return {
+            k.decode(): self.snapshots.loads(self.serde, t.decode(), v)
+            for k, t, v in blob_values or ()
+            if t.decode() != "empty"
+        }
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The stock saver's answer (writes and seed per channel), from one walk query and one read."""
+        return await self._timed("delta_history", self._delta_channel_history(config, list(channels)))
+
+    async def _delta_channel_history(
+        self, config: RunnableConfig, channels: list[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        if not channels:
+            return {}
+        thread_id = str(config["configurable"]["thread_id"])
+        checkpoint_ns = config["configurable"].get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        if not checkpoint_id:
+            target = await self.aget_tuple(config)
+            if target is None:
+                return {ch: {"writes": []} for ch in channels}
+            checkpoint_id = target.config["configurable"]["checkpoint_id"]
+        chain_by_ch: dict[str, list[str]] = {ch: [] for ch in channels}
+        seed_ver_by_ch: dict[str, str | None] = dict.fromkeys(channels)
+        seed_inline_by_ch: dict[str, Any] = {}
+        cached: dict[str, Any] = {}
+        seed_cid: dict[str, str] = {}
+
+        def seed_key(channel: str) -> Hashable:
+            return (thread_id, checkpoint_ns, channel, seed_ver_by_ch[channel], seed_cid[channel])
+
+        walk = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
+        async with self._cursor() as cur:
+            await cur.execute(DELTA_WALK_SQL, {**walk, "channels": channels})
+            rows = await cur.fetchall()
+            for row in sorted((row for row in rows if row["_kind"] == "c"), key=lambda row: row["depth"]):
+                seeds = row["seeds"] or {}
+                for ch in row["pending"]:
+                    chain_by_ch[ch].append(row["checkpoint_id"])
+                    if ch in seeds:
+                        version, has_blob, inline = seeds[ch]
+                        seed_ver_by_ch[ch], seed_cid[ch] = version, row["checkpoint_id"]
+                        if not has_blob:
+                            seed_inline_by_ch[ch] = inline
+                        elif (hit := self.snapshots.get(seed_key(ch))) is not None:
+                            cached[ch] = hit
+            rows = [row for row in rows if row["_kind"] == "w"]
+            # A snapshot not in the cache yet: read it as the stock saver does.
+            with_seed = [ch for ch in channels if seed_ver_by_ch[ch] is not None and ch not in cached]
+            if sql := _build_delta_stage2_sql(channels_with_chain=[], channels_with_seed=with_seed):
+                params: list[Any] = []
+                for ch in with_seed:
+                    params += [thread_id, checkpoint_ns, ch, seed_ver_by_ch[ch]]
+                await cur.execute(sql, params)
+                rows += await cur.fetchall()
+        if self.payloads is not None:
+            pairs = [[row["type"].encode(), row["blob"]] for row in rows]
+            await self.payloads.resolve_values(pairs)
+            for row, (type_, blob) in zip(rows, pairs, strict=True):
+                row["type"], row["blob"] = bytes(type_).decode(), blob
+        # As the stock saver assembles them (oldest first, each checkpoint's writes in their order),
+        # with message writes and snapshots decoded through the cache.
+        writes_at: dict[tuple[str, str], list[DictRow]] = {}
+        for row in rows:
+            if row["_kind"] == "w":
+                writes_at.setdefault((row["channel"], row["checkpoint_id"]), []).append(row)
+        history: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            collected: list[PendingWriteTuple] = []
+            for cid in chain_by_ch[ch]:
+                at = writes_at.get((ch, cid), [])
+                at.sort(key=lambda w: writes_sort_key(w["task_path"], w["task_id"], w["idx"]), reverse=True)
+                for w in at:
+                    key = (thread_id, checkpoint_ns, cid, w["task_id"], w["idx"])
+                    collected.append((w["task_id"], ch, self.snapshots.loads(self.serde, w["type"], w["blob"], key)))
+            collected.reverse()
+            history[ch] = {"writes": collected}
+            if ch in seed_inline_by_ch:
+                history[ch]["seed"] = seed_inline_by_ch[ch]
+        for row in rows:
+            ch = row["channel"]
+            if row["_kind"] == "b" and row["version"] == seed_ver_by_ch[ch] and row["type"] != "empty":
+                history[ch]["seed"] = self.snapshots.loads(self.serde, row["type"], row["blob"], seed_key(ch))
+        for ch, seed in cached.items():
+            history[ch]["seed"] = seed
+        return history
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
         if self.payloads is not None:
