@@ -19,7 +19,7 @@ from ..platform.crons import CronRecord, CronSortBy, next_run
 from ..platform.services import Services
 from .deps import ServicesDep, ThreadDep, UserDep
 from .fields import JsonObject, StorableText
-from .runs import RunCreate, _create, _create_stateless, _kwargs, _thread
+from .runs import RunCreate, callers_thread, enqueue_run, enqueue_stateless_run, run_kwargs
 
 router = APIRouter(tags=["crons"])
 
@@ -86,7 +86,7 @@ async def _validated(services: Services, user: str, payload: dict[str, Any], thr
     body = RunCreate.model_validate(payload)
     probe = thread_id or services.thread_ids.generate_thread_id(user, "stateless")
     assistant = await services.assistants.get(body.assistant_id, user)
-    await _kwargs(services, body, probe, uuid.uuid4(), assistant)
+    await run_kwargs(services, body, probe, uuid.uuid4(), assistant)
     return body
 
 
@@ -121,10 +121,10 @@ async def fire(services: Services, cron: CronRecord) -> None:
     body.metadata = {**(body.metadata or {}), **tick}
     if cron.thread_id is None:
         body.on_completion = "keep" if cron.on_run_completed == "keep" else "delete"
-        await _create_stateless(services, cron.user_id, body)
+        await enqueue_stateless_run(services, cron.user_id, body)
         return
-    record = await _thread(services, cron.user_id, cron.thread_id, "reject")
-    await _create(services, cron.user_id, record.thread_id, body, temporary=False)
+    record = await callers_thread(services, cron.user_id, cron.thread_id, "reject")
+    await enqueue_run(services, cron.user_id, record.thread_id, body, temporary=False)
 
 
 @router.post("/threads/{thread_id}/runs/crons")

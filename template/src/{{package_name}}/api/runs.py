@@ -86,14 +86,14 @@ class RunsCancel(BaseModel):
     status: Literal["pending", "running", "all"] | None = None
 
 
-def _check_nodes(services: Services, field: str, nodes: list[str] | str | None) -> None:
+def check_nodes(services: Services, field: str, nodes: list[str] | str | None) -> None:
     known = set(services.graph.nodes)
     names = [] if nodes in (None, "*") else ([nodes] if isinstance(nodes, str) else nodes)
     if unknown := [n for n in names if n not in known]:
         raise InvalidInput(f"{field} names unknown nodes {unknown}; the graph has {sorted(known)}")
 
 
-def _check_input(services: Services, graph_input: dict[str, Any]) -> None:
+def check_input(services: Services, graph_input: dict[str, Any]) -> None:
     channels = {name for name in services.graph.channels if not name.startswith("__")}
     if unknown := sorted(set(graph_input) - channels):
         raise InvalidInput(f"input has unknown keys {unknown}; the state has {sorted(channels)}")
@@ -132,14 +132,14 @@ def _run_config(
     return {"configurable": configurable, "recursion_limit": recursion_limit, "metadata": body.metadata or {}}
 
 
-async def _kwargs(
+async def run_kwargs(
     services: Services, body: RunCreate, thread_id: str, run_id: uuid.UUID, assistant: Assistant
 ) -> dict[str, Any]:
     """Validate everything before the run is queued: a stream's 200 cannot be taken back."""
     if body.input is not None and body.command is not None:
         raise InvalidInput("send input or command, not both")
-    _check_nodes(services, "interrupt_before", body.interrupt_before)
-    _check_nodes(services, "interrupt_after", body.interrupt_after)
+    check_nodes(services, "interrupt_before", body.interrupt_before)
+    check_nodes(services, "interrupt_after", body.interrupt_after)
     config = _run_config(thread_id, run_id, body, assistant, services.settings.run_max_recursion_limit)
     command: dict[str, Any] | None = None
 
@@ -152,9 +152,9 @@ async def _kwargs(
         if not given:
             raise InvalidInput("command needs at least one of resume, update, goto")
         if body.command.goto is not None:
-            _check_nodes(services, "command.goto", body.command.goto)
+            check_nodes(services, "command.goto", body.command.goto)
         if body.command.update is not None:
-            _check_input(services, body.command.update)
+            check_input(services, body.command.update)
         if "resume" in given and not await busy() and not (await services.graph.aget_state(config)).interrupts:
             raise InvalidInput("the thread has no interrupt to resume")
         command = {name: getattr(body.command, name) for name in given}
@@ -164,7 +164,7 @@ async def _kwargs(
     elif not body.input:
         raise InvalidInput("input is empty")
     else:
-        _check_input(services, body.input)
+        check_input(services, body.input)
     return {
         "input": body.input,
         "command": command,
@@ -181,7 +181,7 @@ async def _kwargs(
     }
 
 
-async def _thread(services: Services, user: str, thread_id: str, if_not_exists: str) -> ThreadRecord:
+async def callers_thread(services: Services, user: str, thread_id: str, if_not_exists: str) -> ThreadRecord:
     """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new."""
     check_owner(services, user, thread_id)
     # Read and touched in one statement: every run on the thread updates it.
@@ -193,13 +193,13 @@ async def _thread(services: Services, user: str, thread_id: str, if_not_exists: 
     return await services.registry.create(thread_id, user, "default", {"session_type": "default", "user_id": user})
 
 
-async def _create(
+async def enqueue_run(
     services: Services, user: str, thread_id: str, body: RunCreate, temporary: bool, new_thread: bool = False
 ) -> RunRecord:
     run_id = uuid.uuid4()
     bind(thread_id=thread_id, run_id=str(run_id))
     assistant = await services.assistants.get(body.assistant_id, user)
-    kwargs = await _kwargs(services, body, thread_id, run_id, assistant)
+    kwargs = await run_kwargs(services, body, thread_id, run_id, assistant)
     if new_thread:
         # Registered only once the body is valid: a refused stateless run leaves no thread behind.
         metadata = {"session_type": "stateless", "user_id": user, "graph_id": services.settings.assistant_id}
@@ -226,9 +226,9 @@ async def _create(
         raise
 
 
-async def _create_stateless(services: Services, user: str, body: RunCreate) -> RunRecord:
+async def enqueue_stateless_run(services: Services, user: str, body: RunCreate) -> RunRecord:
     thread_id = services.thread_ids.generate_thread_id(user, "stateless")
-    return await _create(services, user, thread_id, body, temporary=body.on_completion == "delete", new_thread=True)
+    return await enqueue_run(services, user, thread_id, body, temporary=body.on_completion == "delete", new_thread=True)
 
 
 def _locations(run: RunRecord, tail: str) -> dict[str, str]:
@@ -333,23 +333,23 @@ async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID
 
 @router.post("/threads/{thread_id}/runs")
 async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep, response: Response) -> Any:
-    record = await _thread(services, user, thread_id, body.if_not_exists)
-    run = await _create(services, user, record.thread_id, body, temporary=False)
+    record = await callers_thread(services, user, thread_id, body.if_not_exists)
+    run = await enqueue_run(services, user, record.thread_id, body, temporary=False)
     response.headers["Content-Location"] = f"/threads/{run.thread_id}/runs/{run.run_id}"
     return run.body()
 
 
 @router.post("/threads/{thread_id}/runs/wait")
 async def wait_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
-    record = await _thread(services, user, thread_id, body.if_not_exists)
-    run = await _create(services, user, record.thread_id, body, temporary=False)
+    record = await callers_thread(services, user, thread_id, body.if_not_exists)
+    run = await enqueue_run(services, user, record.thread_id, body, temporary=False)
     return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/threads/{thread_id}/runs/stream")
 async def stream_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
-    record = await _thread(services, user, thread_id, body.if_not_exists)
-    run = await _create(services, user, record.thread_id, body, temporary=False)
+    record = await callers_thread(services, user, thread_id, body.if_not_exists)
+    run = await enqueue_run(services, user, record.thread_id, body, temporary=False)
     return _sse(services, run, None, body.on_disconnect == "cancel")
 
 
@@ -416,20 +416,20 @@ async def cancel_run(
 
 @router.post("/runs")
 async def create_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep, response: Response) -> Any:
-    run = await _create_stateless(services, user, body)
+    run = await enqueue_stateless_run(services, user, body)
     response.headers["Content-Location"] = f"/runs/{run.run_id}"
     return run.body()
 
 
 @router.post("/runs/wait")
 async def wait_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
-    run = await _create_stateless(services, user, body)
+    run = await enqueue_stateless_run(services, user, body)
     return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/runs/stream")
 async def stream_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
-    run = await _create_stateless(services, user, body)
+    run = await enqueue_stateless_run(services, user, body)
     return _sse(services, run, None, body.on_disconnect == "cancel")
 
 
@@ -439,7 +439,7 @@ async def create_stateless_batch(
 ) -> list[dict[str, Any]]:
     runs = []
     for item in body:
-        runs.append(await _create_stateless(services, user, item))
+        runs.append(await enqueue_stateless_run(services, user, item))
     return [run.body() for run in runs]
 
 

@@ -17,7 +17,7 @@ from ..platform.services import Services
 from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
 from .deps import ServicesDep, ThreadDep, UserDep
 from .fields import JsonObject, StorableText
-from .runs import _check_input, _check_nodes
+from .runs import check_input, check_nodes
 from .serialize import STATE_FIELDS, checkpoint_ref, jsonable, select_fields, thread_state
 
 router = APIRouter(tags=["threads"])
@@ -340,9 +340,9 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
         raise Conflict("the thread has a run pending or running; update its state once the run ends")
     checkpoint = body.checkpoint or (CheckpointRef(checkpoint_id=body.checkpoint_id) if body.checkpoint_id else None)
     if body.as_node is not None:
-        _check_nodes(services, "as_node", body.as_node)
+        check_nodes(services, "as_node", body.as_node)
     if body.values:
-        _check_input(services, body.values)
+        check_input(services, body.values)
     if checkpoint is not None:
         # An unknown checkpoint is a 404, not a fresh branch from nothing.
         await _state(services, thread_config(record.thread_id, checkpoint), False, ["checkpoint"])
