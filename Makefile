@@ -19,12 +19,18 @@ $(TOOLS)/bin/uv:
 		$(TOOLS)/venv/bin/pip install --quiet uv && mkdir -p $(TOOLS)/bin && ln -sf ../venv/bin/uv $(TOOLS)/bin/uv; \
 	fi
 
-# Installs what the tests need on a fresh machine: uv (see above), promtool and docker-compose (Debian).
+# Installs what the tests need on a fresh machine: uv (see above); from Debian, promtool and docker-compose,
+# and chromium, node and npm for the rendered services' browser test (which skips without them).
 setup: $(UV)
-	@if ! command -v promtool >/dev/null || ! command -v docker-compose >/dev/null; then \
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose >/dev/null; \
-		else echo "install promtool and docker-compose (Debian: apt-get install prometheus docker-compose)"; exit 1; fi; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "install:$$missing (Debian: apt-get install$$missing)"; exit 1; fi; \
 	fi
 	uv sync --quiet
 
