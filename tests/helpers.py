@@ -119,6 +119,21 @@ def pairwise_cover(
 INERT_IN_TESTS = ("llm_provider",)
 
 
+def fast_tier_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> list[dict[str, Any]]:
+    """Where the fast tier runs in `make test`: every combination of the answers the tests can tell apart,
+    once, the inert answers taking turns (every combination is still rendered, linted and type-checked)."""
+    live = {name: values for name, values in options.items() if name not in INERT_IN_TESTS}
+    chosen = []
+    for index, combination in enumerate(all_combinations(live)):
+        inert = {name: options[name][index % len(options[name])] for name in INERT_IN_TESTS if name in options}
+        chosen.append({name: {**combination, **inert}[name] for name in options})
+    for seed in (default_combination(options), richest_combination(options)):
+        if seed not in chosen:
+            # The same tests, the seed's own rendering: the default and the richest always run them.
+            chosen = [c for c in chosen if any(c[n] != seed[n] for n in live)] + [seed]
+    return chosen
+
+
 def heavy_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> list[dict[str, Any]]:
     """Where the heavy tier runs in `make test`: the default answers, the richest, and a pairwise cover of
     the answers that change what the tests run; each inert answer's values take turns, so each appears."""
@@ -219,6 +234,8 @@ def timed(timings: list[Timing], phase: str) -> Iterator[None]:
 
 
 FAST, HEAVY = "not heavy", "heavy"
+# Lint and types only: the combination's tests are the same as another combination's (INERT_IN_TESTS).
+NO_TESTS = ""
 
 
 def check_jsonschema() -> str:
@@ -263,6 +280,8 @@ def run_project_checks(
             run("uv lock --check", ["uv", "lock", "--check", "--quiet"], project, env)
         with timed(timings, "mypy"):
             run("mypy", [str(bin_dir / "mypy")], project, env)
+    if tier == NO_TESTS:
+        return
     phase = {FAST: "fast tier", HEAVY: "heavy tier"}.get(tier, "all tiers")
     with timed(timings, phase):
         run("pytest", [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-m", tier], project, env)

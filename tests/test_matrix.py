@@ -1,5 +1,6 @@
 """Render every combination of the behaviour-changing options, lint it, and run its own tests: the fast
-tier everywhere, the heavy tier on a pairwise cover (everywhere under `make test-full`)."""
+tier on each combination the tests can tell apart, the heavy tier on a pairwise cover (both everywhere
+under `make test-full`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from .helpers import (
     HEAVY,
     INERT_IN_TESTS,
     MATRIX_OPTIONS,
+    NO_TESTS,
     Timing,
     all_combinations,
     combination_id,
     default_combination,
+    fast_tier_combinations,
     heavy_combinations,
     pairs_of,
     pairwise_cover,
@@ -33,6 +36,7 @@ from .helpers import (
 FULL = os.environ.get("TEMPLATE_TEST_FULL") == "1"
 COMBINATIONS = all_combinations()
 HEAVY_COMBINATIONS = COMBINATIONS if FULL else heavy_combinations()
+FAST_COMBINATIONS = COMBINATIONS if FULL else fast_tier_combinations()
 # One rendering per provider, with every optional dependency switched on, covers the union of deps.
 DEPENDENCY_PROBES = [
     {"llm_provider": provider, "object_store": "s3", "auth": auth, "kubernetes": True}
@@ -78,8 +82,17 @@ def test_heavy_tier(data: dict[str, Any], check_combination: CheckCombination) -
 
 @pytest.mark.parametrize("data", COMBINATIONS, ids=[combination_id(c) for c in COMBINATIONS])
 def test_combination(data: dict[str, Any], check_combination: CheckCombination) -> None:
-    """Lint, types and the fast tier, on every combination."""
-    check_combination(data, FAST, lint=True)
+    """Lint and types on every combination; the fast tier on each combination the tests can tell apart."""
+    check_combination(data, FAST if data in FAST_COMBINATIONS else NO_TESTS, lint=True)
+
+
+def test_fast_tier_runs_once_per_live_combination_and_on_default_and_richest() -> None:
+    fast = fast_tier_combinations()
+    live = {tuple((k, v) for k, v in c.items() if k not in INERT_IN_TESTS) for c in COMBINATIONS}
+    assert {tuple((k, v) for k, v in c.items() if k not in INERT_IN_TESTS) for c in fast} == live
+    assert len(fast) == len(live)
+    assert all({c[name] for c in fast} == set(values) for name, values in MATRIX_OPTIONS.items())
+    assert default_combination() in fast and richest_combination() in fast
 
 
 def test_heavy_set_covers_every_pair_of_live_answers_and_every_answer() -> None:

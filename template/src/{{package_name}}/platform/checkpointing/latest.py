@@ -178,6 +178,8 @@ class LatestCheckpoints:
             entry.blobs = {key: blob for key, blob in previous.blobs.items() if versions.get(key[0]) == key[1]}
             for rows, upsert in previous.early.get(entry.checkpoint_id, []):
                 entry.add_writes(rows, upsert)
+            # Writes may run ahead by more than one checkpoint: those for later ones wait on.
+            entry.early = {cid: writes for cid, writes in previous.early.items() if cid > entry.checkpoint_id}
         for _, _, channel, version, type_, blob in blob_rows:
             entry.blobs[(channel, version)] = (type_.encode(), blob)
         self._keep(thread_id, entry)
