@@ -30,7 +30,7 @@ class AssistantSearch(BaseModel):
     name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     metadata: JsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
 
 
 class AssistantCount(BaseModel):
@@ -66,7 +66,7 @@ class AssistantVersionsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     metadata: JsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
 
 
 class AssistantLatest(BaseModel):

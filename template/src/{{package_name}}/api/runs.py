@@ -27,7 +27,7 @@ from ..platform.registry import ThreadRecord
 from ..platform.runs import CancelAction, MultitaskStrategy, RunRecord, RunStatus
 from ..platform.services import Services
 from .deps import ServicesDep, ThreadDep, UserDep, check_owner
-from .fields import JsonObject
+from .fields import JsonObject, StorableText
 from .serialize import FastJSONResponse, dump_json
 
 router = APIRouter(tags=["runs"])
@@ -81,7 +81,7 @@ CANCEL_STATUSES: dict[str, list[RunStatus]] = {
 
 class RunsCancel(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    thread_id: str | None = None
+    thread_id: StorableText | None = None
     run_ids: list[uuid.UUID] | None = None
     status: Literal["pending", "running", "all"] | None = None
 
@@ -358,7 +358,7 @@ async def list_runs(
     record: ThreadDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     status: RunStatus | None = None,
 ) -> list[dict[str, Any]]:
     return [run.body() for run in await services.runs.store.list_for_thread(record.thread_id, status, limit, offset)]

@@ -108,7 +108,7 @@ ThreadIdText = Annotated[StorableText, Field(max_length=MAX_THREAD_ID_CHARS)]
 class ThreadSearch(ThreadCount):
     ids: list[ThreadIdText] | None = Field(default=None, max_length=1000)
     limit: int = Field(default=10, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=1_000_000_000)
     sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
     select: list[ThreadField] | None = Field(default=None, max_length=16)
