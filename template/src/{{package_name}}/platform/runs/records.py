@@ -110,7 +110,9 @@ CLAIM_RUN = f"""
         FOR UPDATE SKIP LOCKED
     )
     UPDATE service_runs r SET status = 'running', attempt = r.attempt + 1, lease_owner = %s,
-        lease_expires_at = now() + make_interval(secs => %s), started_at = now(), updated_at = now()
+        -- The statement's own time, not its transaction's: a claim that waited on the previous run's
+        -- finish must not start before it ended.
+        lease_expires_at = now() + make_interval(secs => %s), started_at = clock_timestamp(), updated_at = now()
     FROM next LEFT JOIN LATERAL (
         -- The thread's newest checkpoint, read as the lease is taken: it validates this replica's cached copy.
         SELECT c.checkpoint_id FROM checkpoints c
@@ -129,7 +131,7 @@ RENEW_LEASE = """
     RETURNING cancel_reason
 """
 FINISH_RUN = """
-    UPDATE service_runs SET status = %s, output = %s, error = %s, ended_at = now(), updated_at = now(),
+    UPDATE service_runs SET status = %s, output = %s, error = %s, ended_at = clock_timestamp(), updated_at = now(),
         lease_owner = NULL, lease_expires_at = NULL
     WHERE run_id = %s AND lease_owner = %s AND status = 'running'
 """
