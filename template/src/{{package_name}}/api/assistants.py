@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 from ..errors import InvalidInput
 from ..platform.assistants import Assistant, AssistantFilter
 from .deps import ServicesDep, UserDep
-from .fields import JsonObject
+from .fields import JsonObject, StorableText
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["assistants"])
@@ -26,8 +26,8 @@ AssistantId = Annotated[str, Field(max_length=256)]
 
 class AssistantSearch(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    graph_id: str | None = Field(default=None, max_length=256)
-    name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    graph_id: StorableText | None = Field(default=None, max_length=256)
+    name: StorableText | None = Field(default=None, max_length=MAX_NAME_CHARS)
     metadata: JsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=1_000_000_000)
@@ -35,31 +35,31 @@ class AssistantSearch(BaseModel):
 
 class AssistantCount(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    graph_id: str | None = Field(default=None, max_length=256)
-    name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    graph_id: StorableText | None = Field(default=None, max_length=256)
+    name: StorableText | None = Field(default=None, max_length=MAX_NAME_CHARS)
     metadata: JsonObject | None = None
 
 
 class AssistantCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     assistant_id: AssistantId | None = None
-    graph_id: str = Field(max_length=256)
+    graph_id: StorableText = Field(max_length=256)
     config: JsonObject = Field(default_factory=dict)
     context: JsonObject = Field(default_factory=dict)
     metadata: JsonObject = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
-    name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
-    description: str | None = Field(default=None, max_length=4096)
+    name: StorableText | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    description: StorableText | None = Field(default=None, max_length=4096)
 
 
 class AssistantPatch(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    graph_id: str | None = Field(default=None, max_length=256)
+    graph_id: StorableText | None = Field(default=None, max_length=256)
     config: JsonObject | None = None
     context: JsonObject | None = None
     metadata: JsonObject | None = None
-    name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
-    description: str | None = Field(default=None, max_length=4096)
+    name: StorableText | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    description: StorableText | None = Field(default=None, max_length=4096)
 
 
 class AssistantVersionsQuery(BaseModel):

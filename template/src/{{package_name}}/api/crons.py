@@ -48,8 +48,8 @@ class CronUpdate(BaseModel):
     input: dict[str, Any] | None = None
     metadata: JsonObject | None = None
     config: JsonObject | None = None
-    interrupt_before: list[str] | Literal["*"] | None = None
-    interrupt_after: list[str] | Literal["*"] | None = None
+    interrupt_before: list[StorableText] | Literal["*"] | None = None
+    interrupt_after: list[StorableText] | Literal["*"] | None = None
     stream_mode: Any = None
     stream_subgraphs: bool | None = None
     stream_resumable: bool | None = None

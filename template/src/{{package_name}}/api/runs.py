@@ -44,14 +44,14 @@ class RunCommand(BaseModel):
 
 class CheckpointSelector(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    checkpoint_id: str | None = Field(default=None, max_length=256)
-    checkpoint_ns: str = Field(default="", max_length=1024)
+    checkpoint_id: StorableText | None = Field(default=None, max_length=256)
+    checkpoint_ns: StorableText = Field(default="", max_length=1024)
 
 
 class RunCreate(BaseModel):
     # langgraph-sdk sends options this service does not implement (webhooks, feedback keys...): ignore them.
     model_config = ConfigDict(extra="ignore")
-    assistant_id: str = Field(max_length=256)
+    assistant_id: StorableText = Field(max_length=256)
     input: dict[str, Any] | None = None
     command: RunCommand | None = None
     config: JsonObject | None = None
@@ -60,11 +60,11 @@ class RunCreate(BaseModel):
     stream_mode: StreamMode | list[StreamMode] = "values"
     stream_subgraphs: bool = False
     stream_resumable: bool = False
-    interrupt_before: list[str] | Literal["*"] | None = None
-    interrupt_after: list[str] | Literal["*"] | None = None
+    interrupt_before: list[StorableText] | Literal["*"] | None = None
+    interrupt_after: list[StorableText] | Literal["*"] | None = None
     durability: Literal["sync", "async", "exit"] = "sync"
     checkpoint: CheckpointSelector | None = None
-    checkpoint_id: str | None = Field(default=None, max_length=256)
+    checkpoint_id: StorableText | None = Field(default=None, max_length=256)
     multitask_strategy: MultitaskStrategy = "enqueue"
     if_not_exists: Literal["create", "reject"] = "reject"
     on_disconnect: Literal["cancel", "continue"] = "continue"

@@ -33,7 +33,7 @@ class ThreadTTL(BaseModel):
 
 class ThreadCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    thread_id: str | None = Field(default=None, max_length=MAX_THREAD_ID_CHARS)
+    thread_id: StorableText | None = Field(default=None, max_length=MAX_THREAD_ID_CHARS)
     metadata: JsonObject = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
     ttl: ThreadTTL | None = None
