@@ -117,21 +117,29 @@ def pairwise_cover(
 # Answers the rendered tests cannot tell apart at run time: they always run the fake model, so the provider
 # changes only llm.py and the dependencies, which the fast tier lints and type-checks on every combination.
 INERT_IN_TESTS = ("llm_provider",)
+# Answers that change only deployment files (deploy/, ops/) and the tests that read them (test_ops): the
+# service's code is the same either way, so the fast tier pairs them with every other answer instead of
+# running them across the full product.
+DEPLOY_ONLY = ("kubernetes",)
 
 
 def fast_tier_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> list[dict[str, Any]]:
-    """Where the fast tier runs in `make test`: every combination of the answers the tests can tell apart,
-    once, the inert answers taking turns (every combination is still rendered, linted and type-checked)."""
-    live = {name: values for name, values in options.items() if name not in INERT_IN_TESTS}
-    chosen = []
-    for index, combination in enumerate(all_combinations(live)):
-        inert = {name: options[name][index % len(options[name])] for name in INERT_IN_TESTS if name in options}
-        chosen.append({name: {**combination, **inert}[name] for name in options})
+    """Where the fast tier runs in `make test`: every combination of the answers that change the service's
+    code, once, with the inert and deploy-only answers chosen so that every pair of answers still meets
+    (every combination is still rendered, linted and type-checked)."""
+    runtime = {name: values for name, values in options.items() if name not in (*INERT_IN_TESTS, *DEPLOY_ONLY)}
+    others = {name: values for name, values in options.items() if name not in runtime}
+    wanted = {pair for combination in all_combinations(options) for pair in pairs_of(combination)}
+    chosen: list[dict[str, Any]] = []
+    for combination in all_combinations(runtime):
+        best = max(all_combinations(others), key=lambda extra: len(pairs_of({**combination, **extra}) & wanted))
+        chosen.append({name: {**combination, **best}[name] for name in options})
+        wanted -= pairs_of(chosen[-1])
     for seed in (default_combination(options), richest_combination(options)):
         if seed not in chosen:
-            # The same tests, the seed's own rendering: the default and the richest always run them.
-            chosen = [c for c in chosen if any(c[n] != seed[n] for n in live)] + [seed]
-    return chosen
+            # The same code, the seed's own rendering: the default and the richest always run the tests.
+            chosen = [c for c in chosen if any(c[n] != seed[n] for n in runtime)] + [seed]
+    return pairwise_cover(options, seeds=tuple(chosen))  # adds a combination only for a pair still missing
 
 
 def heavy_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> list[dict[str, Any]]:
@@ -145,6 +153,31 @@ def heavy_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> 
         inert = {name: options[name][index % len(options[name])] for name in INERT_IN_TESTS if name in options}
         combinations.append({**covered, **inert})
     return [{name: combination[name] for name in options} for combination in combinations]
+
+
+# Heavy modules whose cost is processes and waits rather than the answers (they reach the service through
+# the same auth and savers as the modules that run everywhere): each runs on ROTATED_RUNS of the heavy
+# combinations in turn, costliest first, and on all of them under `make test-full`.
+ROTATED_HEAVY_MODULES = (
+    "test_crons_replicas",
+    "test_browser",
+    "test_retention",
+    "test_limits",
+    "test_bench",
+    "test_tracing",
+)
+ROTATED_RUNS = 2
+
+
+def rotated_out(index: int, count: int, modules: tuple[str, ...] = ROTATED_HEAVY_MODULES) -> tuple[str, ...]:
+    """The rotated modules that the index-th of `count` heavy combinations leaves out: module j runs on
+    combinations j, j + count/ROTATED_RUNS, ... (mod count), spread apart so no combination gets them all."""
+    runs = min(ROTATED_RUNS, count)
+    return tuple(
+        module
+        for j, module in enumerate(modules)
+        if index not in {(j + k * count // runs) % count for k in range(runs)}
+    )
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -250,9 +283,10 @@ def run_project_checks(
     timings: list[Timing] | None = None,
     tier: str = FAST,
     lint: bool = True,
+    skip_modules: tuple[str, ...] = (),
 ) -> None:
     """The rendered service's own lint and types, then one tier of its tests (`tier` is a pytest -m
-    expression over its `heavy` marker); each step's time goes into `timings`."""
+    expression over its `heavy` marker) without `skip_modules`; each step's time goes into `timings`."""
     bin_dir = python.parent
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     env = {
@@ -284,4 +318,6 @@ def run_project_checks(
         return
     phase = {FAST: "fast tier", HEAVY: "heavy tier"}.get(tier, "all tiers")
     with timed(timings, phase):
-        run("pytest", [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-m", tier], project, env)
+        skipped = [f"--ignore=tests/{module}.py" for module in skip_modules]
+        pytest_args = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "-m", tier, *skipped]
+        run("pytest", pytest_args, project, env)

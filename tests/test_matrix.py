@@ -12,11 +12,15 @@ from typing import Any, Protocol
 import pytest
 
 from .helpers import (
+    DEPLOY_ONLY,
     FAST,
     HEAVY,
     INERT_IN_TESTS,
     MATRIX_OPTIONS,
     NO_TESTS,
+    ROOT,
+    ROTATED_HEAVY_MODULES,
+    ROTATED_RUNS,
     Timing,
     all_combinations,
     combination_id,
@@ -27,6 +31,7 @@ from .helpers import (
     pairwise_cover,
     render,
     richest_combination,
+    rotated_out,
     run_project_checks,
     shared_env,
     timed,
@@ -51,7 +56,7 @@ def matrix_python(template_repo: Path, tmp_path_factory: pytest.TempPathFactory,
 
 
 class CheckCombination(Protocol):
-    def __call__(self, data: dict[str, Any], tier: str, lint: bool) -> None: ...
+    def __call__(self, data: dict[str, Any], tier: str, lint: bool, skip_modules: tuple[str, ...] = ()) -> None: ...
 
 
 @pytest.fixture
@@ -64,12 +69,12 @@ def check_combination(
 ) -> CheckCombination:
     """Render one combination, then run its lint (when asked) and one tier of its own tests."""
 
-    def check(data: dict[str, Any], tier: str, lint: bool) -> None:
+    def check(data: dict[str, Any], tier: str, lint: bool, skip_modules: tuple[str, ...] = ()) -> None:
         timings: list[Timing] = []
         record_property("timings", timings)  # filled in as the steps run, so a failed step's time counts too
         with timed(timings, "render"):
             project = render(template_repo, tmp_path / "service", data)
-        run_project_checks(project, matrix_python, cache_dir, timings, tier=tier, lint=lint)
+        run_project_checks(project, matrix_python, cache_dir, timings, tier=tier, lint=lint, skip_modules=skip_modules)
 
     return check
 
@@ -77,7 +82,8 @@ def check_combination(
 # Collected first, so that xdist starts the longest tests first and the run ends evenly.
 @pytest.mark.parametrize("data", HEAVY_COMBINATIONS, ids=[combination_id(c) for c in HEAVY_COMBINATIONS])
 def test_heavy_tier(data: dict[str, Any], check_combination: CheckCombination) -> None:
-    check_combination(data, HEAVY, lint=False)
+    skipped = () if FULL else rotated_out(HEAVY_COMBINATIONS.index(data), len(HEAVY_COMBINATIONS))
+    check_combination(data, HEAVY, lint=False, skip_modules=skipped)
 
 
 @pytest.mark.parametrize("data", COMBINATIONS, ids=[combination_id(c) for c in COMBINATIONS])
@@ -86,12 +92,14 @@ def test_combination(data: dict[str, Any], check_combination: CheckCombination) 
     check_combination(data, FAST if data in FAST_COMBINATIONS else NO_TESTS, lint=True)
 
 
-def test_fast_tier_runs_once_per_live_combination_and_on_default_and_richest() -> None:
+def test_fast_tier_runs_once_per_code_combination_pairs_every_answer_and_has_default_and_richest() -> None:
     fast = fast_tier_combinations()
-    live = {tuple((k, v) for k, v in c.items() if k not in INERT_IN_TESTS) for c in COMBINATIONS}
-    assert {tuple((k, v) for k, v in c.items() if k not in INERT_IN_TESTS) for c in fast} == live
-    assert len(fast) == len(live)
-    assert all({c[name] for c in fast} == set(values) for name, values in MATRIX_OPTIONS.items())
+    ignored = (*INERT_IN_TESTS, *DEPLOY_ONLY)
+    code = {tuple((k, v) for k, v in c.items() if k not in ignored) for c in COMBINATIONS}
+    assert {tuple((k, v) for k, v in c.items() if k not in ignored) for c in fast} == code
+    wanted = {pair for combination in COMBINATIONS for pair in pairs_of(combination)}
+    assert wanted <= {pair for combination in fast for pair in pairs_of(combination)}
+    assert len(fast) < len(COMBINATIONS)
     assert default_combination() in fast and richest_combination() in fast
 
 
@@ -115,3 +123,13 @@ def test_cover_grows_with_a_new_option_or_choice() -> None:
     # No smaller than the two largest options' product: each of their pairs needs its own combination.
     sizes = sorted(len(values) for values in grown.values())
     assert sizes[-1] * sizes[-2] <= len(cover) < len(all_combinations(grown))
+
+
+def test_each_rotated_heavy_module_exists_and_runs_on_its_share_of_heavy_combinations() -> None:
+    count = len(heavy_combinations())
+    template_tests = {path.name.split(".")[0] for path in (ROOT / "template" / "tests").iterdir()}
+    for module in ROTATED_HEAVY_MODULES:
+        assert module in template_tests, f"{module} is not a rendered test module"
+        runs = sum(module not in rotated_out(index, count) for index in range(count))
+        assert runs == ROTATED_RUNS
+    assert all(len(rotated_out(index, count)) < len(ROTATED_HEAVY_MODULES) for index in range(count))
