@@ -16,7 +16,7 @@ $(TOOLS)/bin/uv:
 		PIPX_HOME=$(TOOLS)/pipx PIPX_BIN_DIR=$(TOOLS)/bin pipx install --quiet uv; \
 	else \
 		{ python3 -m venv $(TOOLS)/venv || { echo "install pipx or python3-venv, or uv itself"; exit 1; }; } && \
-		$(TOOLS)/venv/bin/pip install --quiet uv && mkdir -p $(TOOLS)/bin && ln -sf ../venv/bin/uv $(TOOLS)/bin/uv; \
+		$(TOOLS)/venv/bin/pip install --quiet uv && mkdir -p $(TOOLS)/bin && ln -sf ../venv/bin/uv $(TOOLS)/bin/uv && ln -sf ../venv/bin/uvx $(TOOLS)/bin/uvx; \
 	fi
 
 # Installs what the tests need on a fresh machine: uv (see above); from Debian, promtool and docker-compose,

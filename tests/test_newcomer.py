@@ -22,7 +22,7 @@ from .helpers import render
 
 # Debian's Python, which refuses `pip install` outside a virtualenv (PEP 668), and nothing else on PATH.
 SYSTEM_PYTHON = Path("/usr/bin/python3")
-SYSTEM_PATH = "/usr/bin:/bin"
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # as root: useradd, which the embedded server calls, is in sbin
 
 
 def free_port() -> int:

@@ -10,18 +10,26 @@ A node that takes `store` gets that memory, scoped to the run's user (docs/memor
 
 from __future__ import annotations
 
-from langchain_core.language_models import BaseChatModel
-from langgraph.graph import END, START, MessagesState, StateGraph
+from typing import Any
 
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, StateGraph
+
+from .platform.checkpointing.delta import delta_messages_state
 from .prompts import SYSTEM_PROMPT
 
+# LangGraph's MessagesState with `messages` in a DeltaChannel (beta in LangGraph): each checkpoint stores the
+# turn's new messages, not the whole conversation again, so long threads cost what short ones do. To go back to
+# the plain list, use `langgraph.graph.MessagesState` here (docs/checkpointing.md "Delta checkpoints").
+State = delta_messages_state()
 
-def build_graph(model: BaseChatModel) -> StateGraph[MessagesState]:
-    async def chat(state: MessagesState) -> dict[str, list[object]]:
+
+def build_graph(model: BaseChatModel) -> StateGraph[Any]:
+    async def chat(state: Any) -> dict[str, list[object]]:
         reply = await model.ainvoke([("system", SYSTEM_PROMPT), *state["messages"]])
         return {"messages": [reply]}
 
-    builder = StateGraph(MessagesState)
+    builder = StateGraph(State)
     builder.add_node("chat", chat)
     builder.add_edge(START, "chat")
     builder.add_edge("chat", END)

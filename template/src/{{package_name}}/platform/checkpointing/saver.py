@@ -11,7 +11,9 @@ the stock schema, migrations, SQL and (de)serialisation, and changes two things:
 
 Delta channels (LangGraph's `DeltaChannel`, beta) are rebuilt by `aget_delta_channel_history`
 from the same tables as the stock saver's, with one recursive query for the ancestor walk and
-decoded snapshots kept in a small cache (see `SnapshotCache`).
+decoded snapshots kept in a small cache (see `SnapshotCache`). The stock `keep_latest` prune refuses
+delta threads, since the ancestors it drops are what rebuilds them; this saver first seals the latest
+checkpoint (stores the rebuilt value there as a snapshot, with the graph's own reducers), then prunes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.channels import DeltaChannel
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
     ChannelVersions,
@@ -40,7 +43,13 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.base import PendingWrite as PendingWriteTuple
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.postgres.base import _build_delta_stage2_sql
+from langgraph.checkpoint.postgres.base import (
+    PRUNE_DELTA_THREADS_SQL,
+    _aexecute,
+    _build_delta_stage2_sql,
+    _keep_latest,
+    _Statements,
+)
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncConnection, AsyncCursor
@@ -85,6 +94,20 @@ COPY_THREAD = (
     FROM checkpoint_writes WHERE thread_id = %(source)s
     """,
 )
+# Sealing a delta thread's latest checkpoint: its channel now has a stored value (the snapshot blob at
+# its version), and the count of updates since the last snapshot starts again.
+MARK_SNAPSHOT = """
+    UPDATE checkpoints
+    SET checkpoint = jsonb_set(checkpoint, array['channel_values', %s], 'true'),
+        metadata = metadata #- array['counters_since_delta_snapshot', %s]
+    WHERE thread_id = %s AND checkpoint_ns = '' AND checkpoint_id = %s
+"""
+# Delta channels in subgraph namespaces: their reducers are not the root graph's, so they stay unpruned.
+SUBGRAPH_DELTA_THREADS = """
+    SELECT DISTINCT thread_id FROM checkpoints
+    WHERE thread_id = ANY(%s) AND checkpoint_ns <> ''
+      AND (metadata ? 'counters_since_delta_snapshot' OR metadata ? 'delta_writes_versioned')
+"""
 SELECT_LATEST_WHERE = "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
 
 # A checkpoint holds a stored value for channel `ch`: a blob (a snapshot, or a plain value written
@@ -233,6 +256,71 @@ class SnapshotCache:
         return value
 
 
+@dataclass(slots=True)
+class Chain:
+    """One channel's ancestor walk: checkpoint IDs from the target's parent back to the seed's checkpoint
+    (or the root), each one's writes to the channel in replay order, and the seed, if the walk found one."""
+
+    ids: list[str]
+    writes: list[list[PendingWriteTuple]]
+    seeded: bool
+    seed: Any = None
+    positions: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.positions = {checkpoint_id: n for n, checkpoint_id in enumerate(self.ids)}
+
+    def history(self, after: int = -1) -> DeltaChannelHistory:
+        """The history of the checkpoint at `after` (-1: the walk's own target): the writes of its
+        ancestors on the chain, oldest first, and the seed."""
+        writes = [w for n in range(len(self.ids) - 1, after, -1) for w in self.writes[n]]
+        history: DeltaChannelHistory = {"writes": writes}
+        if self.seeded:
+            history["seed"] = _copy(self.seed) if isinstance(self.seed, list | _DeltaSnapshot) else self.seed
+        return history
+
+
+class ChainCache:
+    """The latest ancestor walk per thread, namespace and channel, least recently used first out.
+
+    Every checkpoint on a walked chain has the rest of the chain as its own ancestors: parent links never
+    change (a prune cuts the chain only below the checkpoint it keeps, which then stores its own value). So
+    the older states of a history page, and the turns after a walk, are answered from the newest state's
+    walk without a query.
+    """
+
+    def __init__(self, max_chains: int = 1024) -> None:
+        self._chains: OrderedDict[tuple[str, str, str], Chain] = OrderedDict()
+        self._max_chains = max_chains
+
+    def lookup(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: Sequence[str]
+    ) -> dict[str, DeltaChannelHistory] | None:
+        found: dict[str, DeltaChannelHistory] = {}
+        for channel in channels:
+            chain = self._chains.get((thread_id, checkpoint_ns, channel))
+            at = chain.positions.get(checkpoint_id) if chain is not None else None
+            # The seed's own checkpoint stores the value: LangGraph reads it there, not through a walk.
+            if chain is None or at is None or (chain.seeded and at == len(chain.ids) - 1):
+                return None
+            self._chains.move_to_end((thread_id, checkpoint_ns, channel))
+            found[channel] = chain.history(at)
+        return found
+
+    def put(self, thread_id: str, checkpoint_ns: str, channel: str, chain: Chain) -> None:
+        self._chains[(thread_id, checkpoint_ns, channel)] = chain
+        self._chains.move_to_end((thread_id, checkpoint_ns, channel))
+        while len(self._chains) > self._max_chains:
+            self._chains.popitem(last=False)
+
+    def drop(self, thread_id: str) -> None:
+        for key in [key for key in self._chains if key[0] == thread_id]:
+            del self._chains[key]
+
+    def clear(self) -> None:
+        self._chains.clear()
+
+
 def _cacheable(value: Any) -> bool:
     """Snapshots holding lists, and writes of messages: immutable once stored, and costly to decode."""
     if isinstance(value, _DeltaSnapshot):
@@ -264,6 +352,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         # The latest checkpoint of threads whose runs execute here (latest.py); 0 threads: off.
         self.latest = LatestCheckpoints(cache_threads, metrics)
         self.snapshots = SnapshotCache()
+        self.chains = ChainCache()
+        # The compiled graph's delta channels (set once it is compiled): what keep_latest seals with.
+        self.delta_channels: Mapping[str, DeltaChannel[Any]] = {}
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -438,6 +529,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
     async def adelete_thread(self, thread_id: str) -> None:
         self.latest.drop(str(thread_id))
+        self.chains.drop(str(thread_id))
         await self._timed("delete_thread", super().adelete_thread(thread_id))
         # Rows first: a failure in between leaves unreferenced objects, never a row without its object.
         if self.payloads is not None:
@@ -449,7 +541,12 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         # Objects uploaded after this (by a write racing the prune) are never collected. Object stores keep
         # whole seconds, so a later upload never looks older than the second the prune started in.
         started = datetime.now(UTC).replace(microsecond=0)
-        await self._timed("prune", super().aprune(thread_ids, strategy=strategy))
+        for thread_id in [] if isinstance(thread_ids, str) else thread_ids:
+            self.chains.drop(str(thread_id))
+        if strategy == "keep_latest" and self.delta_channels and not isinstance(thread_ids, str):
+            await self._timed("prune", self._keep_latest_sealed([str(t) for t in thread_ids]))
+        else:
+            await self._timed("prune", super().aprune(thread_ids, strategy=strategy))
         if self.payloads is None:
             return
         for thread_id in map(str, thread_ids):
@@ -461,10 +558,61 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                 rows = await (await conn.execute(SELECT_PAYLOAD_REFERENCES, params, binary=True)).fetchall()
             await self.payloads.retain(thread_id, [bytes(row["blob"]) for row in rows], started)
 
+    async def _keep_latest_sealed(self, thread_ids: list[str]) -> None:
+        """The stock keep_latest, each thread's latest root checkpoint sealed first, so that delta threads
+        keep their state. Like the stock prune, it expects no run to write the threads meanwhile."""
+        async with self._cursor() as cur:
+            await cur.execute(SUBGRAPH_DELTA_THREADS, (thread_ids,))
+            if refused := sorted(row["thread_id"] for row in await cur.fetchall()):
+                raise NotImplementedError(f"keep_latest can't prune delta channels of subgraphs: {', '.join(refused)}")
+        for thread_id in thread_ids:
+            await self._seal(thread_id)
+            async with self._cursor() as cur, cur.connection.transaction():
+                await _aexecute(cur, _without_delta_refusal(_keep_latest(thread_id)))
+            self.latest.drop(thread_id)
+
+    async def _seal(self, thread_id: str) -> None:
+        """Store the latest root checkpoint's rebuilt delta channels there as snapshots, as LangGraph itself
+        does every `snapshot_frequency` updates; the checkpoint then reads without its ancestors."""
+        head = await self.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+        if head is None:
+            return
+        checkpoint = head.checkpoint
+        unsealed = [
+            name
+            for name in self.delta_channels
+            if name in checkpoint["channel_versions"] and name not in checkpoint["channel_values"]
+        ]
+        if not unsealed:
+            return
+        history = await self.aget_delta_channel_history(config=head.config, channels=unsealed)
+        values: dict[str, Any] = {}
+        for name in unsealed:
+            # As LangGraph rebuilds a channel on load (pregel/_checkpoint.py `_replay`).
+            channel = self.delta_channels[name].from_checkpoint(history[name].get("seed"))
+            channel.replay_writes(history[name]["writes"])
+            values[name] = _DeltaSnapshot(channel.get())
+        versions = {name: checkpoint["channel_versions"][name] for name in unsealed}
+        checkpoint_id = head.config["configurable"]["checkpoint_id"]
+        blobs = list(self._dump_blobs(thread_id, "", values, versions))
+        marks = [(name, name, thread_id, checkpoint_id) for name in unsealed]
+        write = PendingWrite(
+            thread_id,
+            [
+                Statement(self.UPSERT_CHECKPOINT_BLOBS_SQL, blobs, payload_columns=(4, 5)),
+                Statement(MARK_SNAPSHOT, marks),
+            ],
+        )
+        if self.payloads is not None:
+            await self.payloads.offload(write)
+        await self.commit([write])
+        self.latest.drop(thread_id)
+
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints the runs wrote, and their writes (a rollback); blobs may be shared, so stay."""
         # Any thread may lose its latest checkpoints: forget them all.
         self.latest.clear()
+        self.chains.clear()
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(DELETE_RUN_WRITES, (list(run_ids),))
             await conn.execute(DELETE_RUN_CHECKPOINTS, (list(run_ids),))
@@ -509,6 +657,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             if target is None:
                 return {ch: {"writes": []} for ch in channels}
             checkpoint_id = target.config["configurable"]["checkpoint_id"]
+        if (known := self.chains.lookup(thread_id, checkpoint_ns, checkpoint_id, channels)) is not None:
+            return known
         chain_by_ch: dict[str, list[str]] = {ch: [] for ch in channels}
         seed_ver_by_ch: dict[str, str | None] = dict.fromkeys(channels)
         seed_inline_by_ch: dict[str, Any] = {}
@@ -553,25 +703,28 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         for row in rows:
             if row["_kind"] == "w":
                 writes_at.setdefault((row["channel"], row["checkpoint_id"]), []).append(row)
-        history: dict[str, DeltaChannelHistory] = {}
-        for ch in channels:
-            collected: list[PendingWriteTuple] = []
-            for cid in chain_by_ch[ch]:
-                at = writes_at.get((ch, cid), [])
-                at.sort(key=lambda w: writes_sort_key(w["task_path"], w["task_id"], w["idx"]), reverse=True)
-                for w in at:
-                    key = (thread_id, checkpoint_ns, cid, w["task_id"], w["idx"])
-                    collected.append((w["task_id"], ch, self.snapshots.loads(self.serde, w["type"], w["blob"], key)))
-            collected.reverse()
-            history[ch] = {"writes": collected}
-            if ch in seed_inline_by_ch:
-                history[ch]["seed"] = seed_inline_by_ch[ch]
+        seed_of: dict[str, Any] = dict(seed_inline_by_ch)
         for row in rows:
             ch = row["channel"]
             if row["_kind"] == "b" and row["version"] == seed_ver_by_ch[ch] and row["type"] != "empty":
-                history[ch]["seed"] = self.snapshots.loads(self.serde, row["type"], row["blob"], seed_key(ch))
-        for ch, seed in cached.items():
-            history[ch]["seed"] = seed
+                seed_of[ch] = self.snapshots.loads(self.serde, row["type"], row["blob"], seed_key(ch))
+        seed_of.update(cached)
+        history: dict[str, DeltaChannelHistory] = {}
+        for ch in channels:
+            writes: list[list[PendingWriteTuple]] = []
+            for cid in chain_by_ch[ch]:
+                at = writes_at.get((ch, cid), [])
+                at.sort(key=lambda w: writes_sort_key(w["task_path"], w["task_id"], w["idx"]))
+                keys = [(thread_id, checkpoint_ns, cid, w["task_id"], w["idx"]) for w in at]
+                writes.append(
+                    [
+                        (w["task_id"], ch, self.snapshots.loads(self.serde, w["type"], w["blob"], key))
+                        for w, key in zip(at, keys, strict=True)
+                    ]
+                )
+            chain = Chain(chain_by_ch[ch], writes, ch in seed_of, seed_of.get(ch))
+            self.chains.put(thread_id, checkpoint_ns, ch, chain)
+            history[ch] = chain.history()
         return history
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
@@ -603,6 +756,17 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             yield item
         if self.metrics is not None:
             self.metrics.checkpoint_duration.labels("list").observe(time.perf_counter() - start)
+
+
+def _without_delta_refusal(statements: _Statements) -> _Statements:
+    """`statements` (the stock keep_latest's) without its refusal of delta threads: theirs are sealed."""
+    try:
+        sql, params, fetch = next(statements)
+        while True:
+            rows = [] if sql is PRUNE_DELTA_THREADS_SQL else (yield sql, params, fetch)
+            sql, params, fetch = statements.send(rows)
+    except StopIteration:
+        return
 
 
 def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
