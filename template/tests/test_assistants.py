@@ -6,7 +6,7 @@ The sweeper itself is tested in test_retention.py (heavy)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -23,6 +23,30 @@ def say(text: str) -> dict[str, Any]:
 
 def human_turns(values: dict[str, Any]) -> list[str]:
     return [m["content"] for m in values["messages"] if m["type"] == "human"]
+
+
+async def test_search_sorts_pages_and_selects_with_the_built_in_assistant_in_its_place(shared_service: str) -> None:
+    client = sdk_client(shared_service, f"sorter-{uuid.uuid4().hex[:8]}")
+    for name in ("b", "a", "c"):
+        await client.assistants.create("agent", name=name)
+    names = ["a", "agent", "b", "c"]  # the built-in assistant is named after the graph
+    orders: list[tuple[Literal["asc", "desc"], list[str]]] = [("asc", names), ("desc", names[::-1])]
+    for order, expected in orders:
+        pages, offset = [], 0
+        while True:  # pages of 3, by X-Pagination-Next: every assistant once, in order
+            page: Any = await client.assistants.search(
+                sort_by="name", sort_order=order, limit=3, offset=offset, response_format="object"
+            )
+            pages += [a["name"] for a in page["assistants"]]
+            if page["next"] is None:
+                break
+            offset = int(page["next"])
+        assert pages == expected, order
+    chosen: Any = await client.assistants.search(sort_by="created_at", sort_order="asc", select=["name", "version"])
+    assert chosen[-1] == {"name": "c", "version": 1} and all(set(a) == {"name", "version"} for a in chosen)
+    async with httpx.AsyncClient(base_url=shared_service, headers=auth_headers("alice")) as http:
+        refused = await http.post("/assistants/search", json={"sort_by": "config"})
+        assert refused.status_code == 422
 
 
 async def test_the_built_in_assistant_answers_to_its_graph_name_and_uuid(shared_service: str) -> None:

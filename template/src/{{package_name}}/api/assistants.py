@@ -12,7 +12,7 @@ from langgraph.pregel import Pregel
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from ..errors import InvalidInput
-from ..platform.assistants import Assistant, AssistantFilter
+from ..platform.assistants import Assistant, AssistantFilter, SortBy, SortOrder
 from .deps import ServicesDep, UserDep
 from .fields import JsonObject, StorableText
 
@@ -24,6 +24,20 @@ MAX_NAME_CHARS = 256
 AssistantId = Annotated[str, Field(max_length=256)]
 
 
+AssistantField = Literal[
+    "assistant_id",
+    "graph_id",
+    "name",
+    "description",
+    "config",
+    "context",
+    "metadata",
+    "version",
+    "created_at",
+    "updated_at",
+]
+
+
 class AssistantSearch(BaseModel):
     model_config = ConfigDict(extra="ignore")
     graph_id: StorableText | None = Field(default=None, max_length=256)
@@ -31,6 +45,9 @@ class AssistantSearch(BaseModel):
     metadata: JsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=1_000_000_000)
+    sort_by: SortBy | None = None
+    sort_order: SortOrder | None = None
+    select: list[AssistantField] | None = Field(default=None, max_length=16)
 
 
 class AssistantCount(BaseModel):
@@ -147,10 +164,15 @@ async def search_assistants(
     body: AssistantSearch, services: ServicesDep, user: UserDep, response: Response
 ) -> list[dict[str, Any]]:
     where = AssistantFilter(graph_id=body.graph_id, metadata=body.metadata, name=body.name)
-    found, next_offset = await services.assistants.search(user, where, body.limit, body.offset)
+    found, next_offset = await services.assistants.search(
+        user, where, body.limit, body.offset, body.sort_by, body.sort_order or "desc"
+    )
     if next_offset is not None:
         response.headers["X-Pagination-Next"] = str(next_offset)
-    return [assistant.body() for assistant in found]
+    bodies = [assistant.body() for assistant in found]
+    if body.select:
+        return [{field: item[field] for field in body.select} for item in bodies]
+    return bodies
 
 
 @router.post("/assistants/count")

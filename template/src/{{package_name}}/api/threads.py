@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
@@ -66,6 +67,8 @@ def _state_select(select: list[str] | None) -> list[str] | None:
 
 StateSelect = Annotated[list[Annotated[str, Field(max_length=256)]] | None, AfterValidator(_state_select)]
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+EXTRACT_STEP = re.compile(r"\.?([A-Za-z_][\w-]*)|\[(-?\d{1,9})\]")
+ExtractPath = Annotated[str, Field(max_length=256, pattern=r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*|\[-?\d{1,9}\])*$")]
 ThreadField = Literal[
     "thread_id", "created_at", "updated_at", "metadata", "config", "context", "status", "values", "interrupts"
 ]
@@ -112,6 +115,20 @@ class ThreadSearch(ThreadCount):
     sort_by: Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
     select: list[ThreadField] | None = Field(default=None, max_length=16)
+    # Alias -> path into the thread, e.g. {"last": "values.messages[-1].content"}: an `extracted` field.
+    extract: dict[Annotated[str, Field(max_length=64)], ExtractPath] | None = Field(default=None, max_length=10)
+
+
+def extract_path(data: Any, path: str) -> Any:
+    """The value at `path` (dot-separated keys, `[n]` list indexes, negative from the end), or None."""
+    for key, index in EXTRACT_STEP.findall(path):
+        if key and isinstance(data, dict):
+            data = data.get(key)
+        elif index and isinstance(data, list) and -len(data) <= int(index) < len(data):
+            data = data[int(index)]
+        else:
+            return None
+    return data
 
 
 def thread_config(thread_id: str, checkpoint: CheckpointRef | None = None) -> RunnableConfig:
@@ -244,7 +261,10 @@ async def search_threads(
             offset=body.offset,
         )
         more = len(records) > body.limit
-        page = [await thread_body(services, record, select) for record in records[: body.limit]]
+        if body.extract:  # the paths may reach past the selected fields
+            found = [await thread_body(services, record) for record in records[: body.limit]]
+        else:
+            found = [await thread_body(services, record, select) for record in records[: body.limit]]
     else:
         matching = await _matching(services, user, body, body.ids)
         if body.sort_by == "status":
@@ -252,7 +272,11 @@ async def search_threads(
         else:
             matching.sort(key=lambda thread: thread[column], reverse=descending)
         more = len(matching) > body.offset + body.limit
-        page = [select_fields(t, select) for t in matching[body.offset : body.offset + body.limit]]
+        found = matching[body.offset : body.offset + body.limit]
+    page = [select_fields(thread, select) for thread in found]
+    if body.extract:
+        for item, thread in zip(page, found, strict=True):
+            item["extracted"] = {alias: extract_path(thread, path) for alias, path in body.extract.items()}
     if more:
         response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
     return page

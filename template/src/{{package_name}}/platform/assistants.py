@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
@@ -58,20 +58,47 @@ _CURRENT = """
     JOIN service_assistant_versions v ON v.assistant_id = a.assistant_id AND v.version = a.version
 """
 SELECT_ASSISTANT = _CURRENT + " WHERE a.assistant_id = %s AND a.user_id = %s"
-SEARCH_ASSISTANTS = (
-    _CURRENT
-    + """
+_MATCHING = """
     WHERE a.user_id = %(user)s AND (%(graph_id)s::text IS NULL OR v.graph_id = %(graph_id)s)
       AND v.metadata @> %(metadata)s AND (%(name)s::text IS NULL OR v.name = %(name)s)
-    ORDER BY a.created_at DESC, a.assistant_id LIMIT %(limit)s OFFSET %(offset)s
 """
-)
-COUNT_ASSISTANTS = """
+# The Agent Server's sort_by values, and their columns; ties go by assistant ID.
+SORT_COLUMNS = {
+    "assistant_id": ("a.assistant_id", "uuid"),
+    "graph_id": ("v.graph_id", "text"),
+    "name": ("v.name", "text"),
+    "created_at": ("a.created_at", "timestamptz"),
+    "updated_at": ("a.updated_at", "timestamptz"),
+}
+SortBy = Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"]
+SortOrder = Literal["asc", "desc"]
+
+
+def search_sql(sort_by: SortBy, sort_order: SortOrder) -> str:
+    column, _ = SORT_COLUMNS[sort_by]  # a closed set of names, never the caller's text
+    return (
+        _CURRENT
+        + _MATCHING
+        + f"ORDER BY {column} {sort_order.upper()}, a.assistant_id LIMIT %(limit)s OFFSET %(offset)s"
+    )
+
+
+def rows_before_sql(sort_by: SortBy, sort_order: SortOrder) -> str:
+    """How many matching rows sort before a (value, assistant ID) in search_sql's order."""
+    column, type_ = SORT_COLUMNS[sort_by]
+    before = "<" if sort_order == "asc" else ">"
+    value = f"%(value)s::{type_}"
+    where = f" AND ({column} {before} {value} OR ({column} = {value} AND a.assistant_id < %(id)s::uuid))"
+    return COUNT_ASSISTANTS + where
+
+
+COUNT_ASSISTANTS = (
+    """
     SELECT count(*) AS n FROM service_assistants a
     JOIN service_assistant_versions v ON v.assistant_id = a.assistant_id AND v.version = a.version
-    WHERE a.user_id = %(user)s AND (%(graph_id)s::text IS NULL OR v.graph_id = %(graph_id)s)
-      AND v.metadata @> %(metadata)s AND (%(name)s::text IS NULL OR v.name = %(name)s)
 """
+    + _MATCHING
+)
 INSERT_ASSISTANT = """
     INSERT INTO service_assistants (assistant_id, user_id, version) VALUES (%s, %s, 1)
     ON CONFLICT (assistant_id) DO NOTHING RETURNING assistant_id
@@ -328,17 +355,34 @@ class AssistantStore:
         return _from_row(row)
 
     async def search(
-        self, user: str, where: AssistantFilter, limit: int, offset: int
+        self,
+        user: str,
+        where: AssistantFilter,
+        limit: int,
+        offset: int,
+        sort_by: SortBy | None = None,
+        sort_order: SortOrder = "desc",
     ) -> tuple[list[Assistant], int | None]:
-        """One page, the built-in assistant first; and the next page's offset, or None on the last page."""
-        builtin = [self.builtin] if where.matches(self.builtin) else []
-        # Read one more than asked for, to know whether another page follows.
-        wanted = limit + 1
-        head = builtin[offset : offset + wanted]
-        params = {**where.params(user), "limit": wanted - len(head), "offset": max(0, offset - len(builtin))}
+        """One page, and the next page's offset (None on the last page). Without sort_by, the built-in
+        assistant comes first and the user's newest after it; with it, the built-in takes its place in the order."""
+        params: dict[str, Any] = where.params(user)
+        position: int | None = None  # the built-in assistant's place in the whole ordered result
         async with self._pool.connection() as conn:
-            rows = await (await conn.execute(SEARCH_ASSISTANTS, params)).fetchall()
-        found = head + [_from_row(row) for row in rows]
+            if where.matches(self.builtin):
+                position = 0
+                if sort_by is not None:
+                    value = getattr(self.builtin, sort_by)
+                    before = {**params, "value": value, "id": self.builtin.assistant_id}
+                    row = await (await conn.execute(rows_before_sql(sort_by, sort_order), before)).fetchone()
+                    position = int(row["n"]) if row else 0
+            # Read one more than asked for, to know whether another page follows.
+            wanted = limit + 1
+            skip = offset - 1 if position is not None and position < offset else offset
+            sql = search_sql(sort_by or "created_at", sort_order if sort_by else "desc")
+            rows = await (await conn.execute(sql, {**params, "limit": wanted, "offset": skip})).fetchall()
+        found = [_from_row(row) for row in rows]
+        if position is not None and offset <= position < offset + wanted:
+            found.insert(position - offset, self.builtin)
         return found[:limit], (offset + limit if len(found) > limit else None)
 
     async def count(self, user: str, where: AssistantFilter) -> int:
