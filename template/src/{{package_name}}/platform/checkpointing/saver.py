@@ -143,7 +143,8 @@ WITH RECURSIVE walk AS (
           AND p.checkpoint_id = w.parent_checkpoint_id
         LIMIT 1
     ) c
-    WHERE cardinality(left_over.pending) > 0
+    -- Nor past `stop`: the target of an earlier walk, whose own ancestors are known (ChainCache).
+    WHERE cardinality(left_over.pending) > 0 AND w.checkpoint_id IS DISTINCT FROM %(stop)s::text
 ),
 steps AS MATERIALIZED (
     SELECT w.checkpoint_id, w.pending, w.depth,
@@ -258,9 +259,10 @@ class SnapshotCache:
 
 @dataclass(slots=True)
 class Chain:
-    """One channel's ancestor walk: checkpoint IDs from the target's parent back to the seed's checkpoint
+    """One channel's ancestor walk from `target`: checkpoint IDs from its parent back to the seed's checkpoint
     (or the root), each one's writes to the channel in replay order, and the seed, if the walk found one."""
 
+    target: str
     ids: list[str]
     writes: list[list[PendingWriteTuple]]
     seeded: bool
@@ -299,13 +301,22 @@ class ChainCache:
         found: dict[str, DeltaChannelHistory] = {}
         for channel in channels:
             chain = self._chains.get((thread_id, checkpoint_ns, channel))
-            at = chain.positions.get(checkpoint_id) if chain is not None else None
+            at = None if chain is None else -1 if chain.target == checkpoint_id else chain.positions.get(checkpoint_id)
             # The seed's own checkpoint stores the value: LangGraph reads it there, not through a walk.
             if chain is None or at is None or (chain.seeded and at == len(chain.ids) - 1):
                 return None
             self._chains.move_to_end((thread_id, checkpoint_ns, channel))
             found[channel] = chain.history(at)
         return found
+
+    def get(self, thread_id: str, checkpoint_ns: str, channel: str) -> Chain | None:
+        return self._chains.get((thread_id, checkpoint_ns, channel))
+
+    def stop(self, thread_id: str, checkpoint_ns: str, channels: Sequence[str]) -> str | None:
+        """Where a new walk for `channels` may stop: the target all their latest walks share (a turn's
+        walk then reads only the checkpoints the previous turn added)."""
+        targets = {chain.target if (chain := self.get(thread_id, checkpoint_ns, ch)) else None for ch in channels}
+        return targets.pop() if len(targets) == 1 else None
 
     def put(self, thread_id: str, checkpoint_ns: str, channel: str, chain: Chain) -> None:
         self._chains[(thread_id, checkpoint_ns, channel)] = chain
@@ -669,8 +680,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             return (thread_id, checkpoint_ns, channel, seed_ver_by_ch[channel], seed_cid[channel])
 
         walk = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
+        stop = self.chains.stop(thread_id, checkpoint_ns, channels)
         async with self._cursor() as cur:
-            await cur.execute(DELTA_WALK_SQL, {**walk, "channels": channels})
+            await cur.execute(DELTA_WALK_SQL, {**walk, "channels": channels, "stop": stop})
             rows = await cur.fetchall()
             for row in sorted((row for row in rows if row["_kind"] == "c"), key=lambda row: row["depth"]):
                 seeds = row["seeds"] or {}
@@ -722,7 +734,13 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                         for w, key in zip(at, keys, strict=True)
                     ]
                 )
-            chain = Chain(chain_by_ch[ch], writes, ch in seed_of, seed_of.get(ch))
+            chain = Chain(checkpoint_id, chain_by_ch[ch], writes, ch in seed_of, seed_of.get(ch))
+            earlier = self.chains.get(thread_id, checkpoint_ns, ch)
+            if stop and chain.ids[-1:] == [stop] and seed_cid.get(ch) != stop and earlier and earlier.target == stop:
+                # The walk reached the earlier walk's target: that walk's chain goes on from there.
+                chain = Chain(
+                    checkpoint_id, chain.ids + earlier.ids, chain.writes + earlier.writes, earlier.seeded, earlier.seed
+                )
             self.chains.put(thread_id, checkpoint_ns, ch, chain)
             history[ch] = chain.history()
         return history
