@@ -222,5 +222,7 @@ async def test_prune_keep_latest_then_delete_and_only_the_callers_threads(shared
     async with httpx.AsyncClient(base_url=shared_service, headers=auth_headers("alice")) as http:
         bad = await http.post("/threads/prune", json={"thread_ids": [thread_id], "strategy": "forget"})
         assert bad.status_code == 422
+        nul = await http.post("/threads/prune", json={"thread_ids": ["\x00"]})
+        assert nul.status_code == 422 and "NUL" in str(nul.json()["detail"])
         created = await http.post("/threads", json={"ttl": {"ttl": -1}})
         assert created.status_code == 422

@@ -48,6 +48,15 @@ def install(app: FastAPI) -> None:
         # Input that got past validation but that PostgreSQL cannot store is still the caller's to fix.
         return error_response(422, f"input holds text PostgreSQL cannot store: {exc.diag.message_primary}")
 
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(_: Request, exc: psycopg.DataError) -> JSONResponse:
+        # psycopg refuses a NUL in text before it reaches PostgreSQL; the request models refuse it first
+        # (api/fields.py StorableText), this covers a field that lacks the check.
+        if "NUL" in str(exc):
+            return error_response(422, "text must not contain NUL (\\u0000): PostgreSQL cannot store it")
+        log.exception("unhandled data error", exc_info=exc)
+        return error_response(500, "internal error")
+
     for outage in DATABASE_OUTAGES:
 
         @app.exception_handler(outage)

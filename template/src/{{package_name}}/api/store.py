@@ -86,7 +86,7 @@ async def get_item(
     services: ServicesDep,
     user: UserDep,
     key: Annotated[StorableText, Query(min_length=1, max_length=1024)],
-    namespace: Annotated[str, Query(max_length=8192)] = "",
+    namespace: Annotated[StorableText, Query(max_length=8192)] = "",
     refresh_ttl: bool | None = None,
 ) -> dict[str, Any] | None:
     labels = tuple(namespace.split(".")) if namespace else ()

@@ -48,7 +48,7 @@ class ThreadPatch(BaseModel):
 
 class ThreadPrune(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    thread_ids: list[Annotated[str, Field(max_length=MAX_THREAD_ID_CHARS)]] = Field(max_length=1000)
+    thread_ids: list[Annotated[StorableText, Field(max_length=MAX_THREAD_ID_CHARS)]] = Field(max_length=1000)
     strategy: Strategy = "delete"
 
 
