@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AfterValidator
 
 
@@ -26,3 +27,16 @@ def _storable(value: Any) -> Any:
 JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
 # Text that reaches a PostgreSQL text column or parameter (checkpoint IDs, thread IDs): no NUL either.
 StorableText = Annotated[str, AfterValidator(_storable)]
+
+
+def _orjson_serialisable(value: Any) -> Any:
+    """`value` itself, once orjson (what LangGraph's store serialises with) takes it."""
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise ValueError(f"not storable as JSON here ({exc}): integers must fit in 64 bits") from None
+    return value
+
+
+# Values and filters of the memory store: LangGraph's store serialises them with orjson.
+StoreJsonObject = Annotated[dict[str, Any], AfterValidator(_storable), AfterValidator(_orjson_serialisable)]

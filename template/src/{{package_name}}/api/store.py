@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ..errors import InvalidInput
 from ..platform.memory import UserStore, item_body
 from .deps import ServicesDep, UserDep
-from .fields import JsonObject, StorableText
+from .fields import StorableText, StoreJsonObject
 
 router = APIRouter(tags=["store"])
 
@@ -33,7 +33,7 @@ class ItemPut(BaseModel):
     model_config = ConfigDict(extra="ignore")
     namespace: Annotated[list[Label], Field(min_length=1, max_length=32)]
     key: Key
-    value: JsonObject
+    value: StoreJsonObject
     index: Literal[False] | list[Annotated[str, StringConstraints(max_length=256)]] | None = None
     # Minutes; PostgreSQL reads it as an interval, which takes neither exponents nor a century.
     ttl: float | None = Field(default=None, ge=0.001, le=525_600 * 99)
@@ -48,7 +48,7 @@ class ItemDelete(BaseModel):
 class ItemSearch(BaseModel):
     model_config = ConfigDict(extra="ignore")
     namespace_prefix: Namespace = Field(default_factory=list)
-    filter: JsonObject | None = None
+    filter: StoreJsonObject | None = None
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=1_000_000_000)
     query: StorableText | None = Field(default=None, max_length=10_000)
