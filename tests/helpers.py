@@ -156,28 +156,39 @@ def heavy_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> 
 
 
 # Heavy modules whose cost is processes and waits rather than the answers (they reach the service through
-# the same auth and savers as the modules that run everywhere): each runs on ROTATED_RUNS of the heavy
-# combinations in turn, costliest first, and on all of them under `make test-full`.
-ROTATED_HEAVY_MODULES = (
-    "test_crons_replicas",
-    "test_browser",
-    "test_retention",
-    "test_limits",
-    "test_bench",
-    "test_tracing",
-)
-ROTATED_RUNS = 2
+# the same auth and savers as the modules that run everywhere): each runs on the default answers and on
+# one more heavy combination, taken in turn among those with the answers it names, and on all of them under
+# `make test-full`. The browser test's second is an api_key render: a front end that sends a key. Listed
+# costliest first, so that the spread evens out.
+ROTATED_HEAVY_MODULES: dict[str, dict[str, Any]] = {
+    "test_crons_replicas": {},
+    "test_browser": {"auth": "api_key"},
+    "test_retention": {},
+    "test_limits": {},
+    "test_bench": {},
+    "test_tracing": {},
+}
 
 
-def rotated_out(index: int, count: int, modules: tuple[str, ...] = ROTATED_HEAVY_MODULES) -> tuple[str, ...]:
-    """The rotated modules that the index-th of `count` heavy combinations leaves out: module j runs on
-    combinations j, j + count/ROTATED_RUNS, ... (mod count), spread apart so no combination gets them all."""
-    runs = min(ROTATED_RUNS, count)
-    return tuple(
-        module
-        for j, module in enumerate(modules)
-        if index not in {(j + k * count // runs) % count for k in range(runs)}
-    )
+def rotated_runs(combinations: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
+    """Where each rotated module runs: the first combination (the default answers) and, of the others with
+    its answers, the one that has the fewest rotated modules so far (costliest modules first)."""
+    runs: dict[str, tuple[int, ...]] = {}
+    load = [0] * len(combinations)
+    for module, wanted in ROTATED_HEAVY_MODULES.items():
+        matching = [n for n, c in enumerate(combinations) if n > 0 and all(c.get(k) == v for k, v in wanted.items())]
+        if not matching:
+            runs[module] = (0,)
+            continue
+        second = min(matching, key=lambda n: (load[n], n))
+        load[second] += 1
+        runs[module] = (0, second)
+    return runs
+
+
+def rotated_out(index: int, combinations: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The rotated modules that the index-th of the heavy `combinations` leaves out."""
+    return tuple(module for module, where in rotated_runs(combinations).items() if index not in where)
 
 
 def git(cwd: Path, *args: str) -> str:
