@@ -552,12 +552,13 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         # Objects uploaded after this (by a write racing the prune) are never collected. Object stores keep
         # whole seconds, so a later upload never looks older than the second the prune started in.
         started = datetime.now(UTC).replace(microsecond=0)
-        for thread_id in [] if isinstance(thread_ids, str) else thread_ids:
-            self.chains.drop(str(thread_id))
         if strategy == "keep_latest" and self.delta_channels and not isinstance(thread_ids, str):
             await self._timed("prune", self._keep_latest_sealed([str(t) for t in thread_ids]))
         else:
             await self._timed("prune", super().aprune(thread_ids, strategy=strategy))
+        # Afterwards: sealing itself may walk (and cache) the chain the prune then deletes.
+        for thread_id in map(str, thread_ids):
+            self.chains.drop(thread_id)
         if self.payloads is None:
             return
         for thread_id in map(str, thread_ids):
@@ -584,7 +585,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
     async def _seal(self, thread_id: str) -> None:
         """Store the latest root checkpoint's rebuilt delta channels there as snapshots, as LangGraph itself
-        does every `snapshot_frequency` updates; the checkpoint then reads without its ancestors."""
+        does every `snapshot_frequency` updates; the checkpoint then reads without its ancestors. The
+        caller forgets the thread's cached latest checkpoint, which this changes."""
         head = await self.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
         if head is None:
             return
@@ -617,7 +619,6 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         if self.payloads is not None:
             await self.payloads.offload(write)
         await self.commit([write])
-        self.latest.drop(thread_id)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints the runs wrote, and their writes (a rollback); blobs may be shared, so stay."""
