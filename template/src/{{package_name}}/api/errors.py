@@ -15,6 +15,8 @@ from ..platform.database import DATABASE_OUTAGES
 
 log = logging.getLogger(__name__)
 
+UNSTORABLE_TEXT = (psycopg.errors.UntranslatableCharacter, psycopg.errors.CharacterNotInRepertoire)
+
 
 def error_response(status: int, detail: object, retry_after: int = 1) -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if status in (429, 503) else None
@@ -42,16 +44,13 @@ def install(app: FastAPI) -> None:
             return error_response(PayloadTooLarge.status_code, PayloadTooLarge.detail)
         return error_response(exc.status_code, exc.detail)
 
-    @app.exception_handler(psycopg.errors.UntranslatableCharacter)
-    @app.exception_handler(psycopg.errors.CharacterNotInRepertoire)
-    async def unstorable_text(_: Request, exc: psycopg.DataError) -> JSONResponse:
-        # Input that got past validation but that PostgreSQL cannot store is still the caller's to fix.
-        return error_response(422, f"input holds text PostgreSQL cannot store: {exc.diag.message_primary}")
-
     @app.exception_handler(psycopg.DataError)
     async def data_error(_: Request, exc: psycopg.DataError) -> JSONResponse:
-        # psycopg refuses a NUL in text before it reaches PostgreSQL; the request models refuse it first
-        # (api/fields.py StorableText), this covers a field that lacks the check.
+        # Input that got past validation but that PostgreSQL cannot store is still the caller's to fix:
+        # characters the database encoding lacks, or a NUL, which psycopg refuses before sending (the
+        # request models refuse it first, api/fields.py StorableText; this covers a field without it).
+        if isinstance(exc, UNSTORABLE_TEXT):
+            return error_response(422, f"input holds text PostgreSQL cannot store: {exc.diag.message_primary}")
         if "NUL" in str(exc):
             return error_response(422, "text must not contain NUL (\\u0000): PostgreSQL cannot store it")
         log.exception("unhandled data error", exc_info=exc)
