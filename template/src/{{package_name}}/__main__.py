@@ -28,6 +28,13 @@ def cpu_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, min(cpus, math.ceil(int(quota) / int(period))))
 
 
+def worker_app() -> Any:
+    """The app of one worker process: uvicorn starts each afresh, so its logging is set up here too."""
+    settings = Settings()
+    configure_logging(settings.log_format)
+    return create_app(settings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the agent service.")
     parser.add_argument("--workers", type=int, help="worker processes (default: WEB_CONCURRENCY, else the CPU limit)")
@@ -52,7 +59,7 @@ def main() -> None:
         # One embedded server and one thread ID secret for every worker: settled here, before they start.
         os.environ["THREAD_ID_SECRET"] = settings.resolved_thread_id_secret().decode()
         os.environ["DATABASE_URL"] = embedded_database_url(settings)
-    uvicorn.run(f"{__package__}.app:create_app", factory=True, workers=workers, **options)
+    uvicorn.run(f"{__package__}.__main__:worker_app", factory=True, workers=workers, **options)
 
 
 if __name__ == "__main__":

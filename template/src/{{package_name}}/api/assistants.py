@@ -15,6 +15,7 @@ from ..errors import InvalidInput
 from ..platform.assistants import Assistant, AssistantFilter, SortBy, SortOrder
 from .deps import ServicesDep, UserDep
 from .fields import JsonObject, StorableText
+from .serialize import select_fields
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["assistants"])
@@ -46,7 +47,7 @@ class AssistantSearch(BaseModel):
     limit: int = Field(default=10, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=1_000_000_000)
     sort_by: SortBy | None = None
-    sort_order: SortOrder | None = None
+    sort_order: SortOrder = "desc"
     select: list[AssistantField] | None = Field(default=None, max_length=16)
 
 
@@ -165,14 +166,11 @@ async def search_assistants(
 ) -> list[dict[str, Any]]:
     where = AssistantFilter(graph_id=body.graph_id, metadata=body.metadata, name=body.name)
     found, next_offset = await services.assistants.search(
-        user, where, body.limit, body.offset, body.sort_by, body.sort_order or "desc"
+        user, where, body.limit, body.offset, body.sort_by, body.sort_order
     )
     if next_offset is not None:
         response.headers["X-Pagination-Next"] = str(next_offset)
-    bodies = [assistant.body() for assistant in found]
-    if body.select:
-        return [{field: item[field] for field in body.select} for item in bodies]
-    return bodies
+    return [select_fields(assistant.body(), list(body.select or ())) for assistant in found]
 
 
 @router.post("/assistants/count")

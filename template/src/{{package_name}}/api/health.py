@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -20,17 +21,24 @@ async def ok() -> dict[str, bool]:
     return {"ok": True}
 
 
-@router.get("/info")
-async def info() -> dict[str, Any]:
-    """What the Agent Server's /info reports; JS front ends call it on load to find the server."""
+@cache
+def _versions() -> tuple[str, str]:
+    """The service's and LangGraph's versions: fixed for the process, and costly to look up per request."""
     try:
         service_version = version(__name__.split(".")[0].replace("_", "-"))
     except PackageNotFoundError:  # run from a source checkout without installing it
         service_version = "unknown"
+    return service_version, version("langgraph")
+
+
+@router.get("/info")
+async def info() -> dict[str, Any]:
+    """What the Agent Server's /info reports; JS front ends call it on load to find the server."""
+    service_version, langgraph_version = _versions()
     return {
         "version": service_version,
-        "langgraph_py_version": version("langgraph"),
-        "flags": {"assistants": True, "crons": False, "langsmith": False, "langsmith_tracing_replicas": False},
+        "langgraph_py_version": langgraph_version,
+        "flags": {"assistants": True, "crons": True, "langsmith": False, "langsmith_tracing_replicas": False},
     }
 
 

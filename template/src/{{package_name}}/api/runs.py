@@ -184,8 +184,8 @@ async def run_kwargs(
 async def callers_thread(services: Services, user: str, thread_id: str, if_not_exists: str) -> ThreadRecord:
     """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new."""
     check_owner(services, user, thread_id)
-    # Read and touched in one statement: every run on the thread updates it.
-    record = await services.registry.touch(thread_id, user)
+    # A read: enqueue_run touches the thread (and stamps the run's graph) once the run is accepted.
+    record = await services.registry.get(thread_id, user)
     if record is not None:
         return record
     if if_not_exists != "create":

@@ -302,15 +302,15 @@ async def get_thread(
 @router.patch("/threads/{thread_id}")
 async def patch_thread(body: ThreadPatch, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
     """Metadata merges into the thread's; a ttl replaces its TTL. Either counts as an update (the TTL restarts)."""
+    metadata = None
     if body.metadata is not None:
         # Who owns the thread and its session type are the server's: the signed ID says so.
         metadata = {**body.metadata, "session_type": record.session_type, "user_id": record.user_id}
-        await services.registry.update_metadata(record.thread_id, record.user_id, metadata)
+    # One statement merges the metadata (if any) and touches the thread; a TTL is set after it.
+    fresh = await services.registry.touch(record.thread_id, record.user_id, metadata)
     if body.ttl is not None:
         await services.retention.set_ttl(record.thread_id, record.user_id, body.ttl.ttl, body.ttl.strategy)
-    else:
-        await services.registry.touch(record.thread_id, record.user_id)
-    fresh = await services.registry.get(record.thread_id, record.user_id)
+        fresh = await services.registry.get(record.thread_id, record.user_id)
     if fresh is None:
         raise ThreadNotFound()
     return await thread_body(services, fresh)
@@ -367,9 +367,10 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
         check_nodes(services, "as_node", body.as_node)
     if body.values:
         check_input(services, body.values)
-    if checkpoint is not None:
-        # An unknown checkpoint is a 404, not a fresh branch from nothing.
-        await _state(services, thread_config(record.thread_id, checkpoint), False, ["checkpoint"])
+    if checkpoint is not None and checkpoint.checkpoint_id:
+        # An unknown checkpoint is a 404, not a fresh branch from nothing (one read; the update reads it again).
+        if await services.checkpointer.aget_tuple(thread_config(record.thread_id, checkpoint)) is None:
+            raise NotFound("Checkpoint not found")
     try:
         config = await services.graph.aupdate_state(
             thread_config(record.thread_id, checkpoint), body.values, as_node=body.as_node

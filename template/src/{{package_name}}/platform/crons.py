@@ -47,7 +47,9 @@ MIGRATIONS = (
         updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )
     """,
-    "CREATE INDEX IF NOT EXISTS service_crons_due_idx ON service_crons (next_run_date) WHERE enabled",
+    # The scheduler's DUE_CRONS, its whole condition: crons past their end_time are never read again.
+    "CREATE INDEX IF NOT EXISTS service_crons_due_idx ON service_crons (next_run_date)"
+    " WHERE enabled AND (end_time IS NULL OR next_run_date <= end_time)",
     "CREATE INDEX IF NOT EXISTS service_crons_user_idx ON service_crons (user_id, created_at)",
     "CREATE INDEX IF NOT EXISTS service_crons_thread_idx ON service_crons (thread_id)",
 )

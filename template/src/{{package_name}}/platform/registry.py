@@ -36,6 +36,7 @@ SELECT_THREAD = """
     SELECT thread_id, user_id, session_type, metadata, created_at, updated_at
     FROM service_threads WHERE thread_id = %s AND user_id = %s
 """
+# Merges metadata and touches the thread: a PATCH, and a new run (which stamps its graph and assistant).
 UPDATE_METADATA = """
     UPDATE service_threads SET metadata = metadata || %s, updated_at = now()
     WHERE thread_id = %s AND user_id = %s
@@ -52,11 +53,6 @@ COUNT_THREADS = """
     SELECT count(*) AS n FROM service_threads WHERE user_id = %(user)s AND metadata @> %(metadata)s
 """
 SortColumn = Literal["thread_id", "created_at", "updated_at"]
-# A new run on the thread: read and touch it in one statement (merging what the run stamps on it).
-TOUCH_THREAD = """
-    UPDATE service_threads SET updated_at = now(), metadata = metadata || %s WHERE thread_id = %s AND user_id = %s
-    RETURNING thread_id, user_id, session_type, metadata, created_at, updated_at
-"""
 DELETE_THREAD = "DELETE FROM service_threads WHERE thread_id = %s AND user_id = %s"
 
 
@@ -93,11 +89,9 @@ class ThreadRegistry:
 
     async def update_metadata(self, thread_id: str, user_id: str, metadata: dict[str, Any]) -> ThreadRecord:
         """Merge `metadata` into the thread's (the Agent Server's PATCH semantics)."""
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(UPDATE_METADATA, (Jsonb(metadata), thread_id, user_id))).fetchone()
-        if row is None:
+        if (record := await self.touch(thread_id, user_id, metadata)) is None:
             raise ThreadNotFound()
-        return ThreadRecord(**row)
+        return record
 
     async def search(
         self,
@@ -132,7 +126,7 @@ class ThreadRegistry:
         """The thread as `get` returns it, with updated_at set to now and `metadata` merged into its own
         (a run stamps its graph and assistant)."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(TOUCH_THREAD, (Jsonb(metadata or {}), thread_id, user_id))
+            cur = await conn.execute(UPDATE_METADATA, (Jsonb(metadata or {}), thread_id, user_id))
             row = await cur.fetchone()
         return ThreadRecord(**row) if row is not None else None
 

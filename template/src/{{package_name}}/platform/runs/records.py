@@ -62,6 +62,9 @@ MIGRATIONS = (
     "CREATE INDEX IF NOT EXISTS service_runs_thread_idx ON service_runs (thread_id, seq)",
     "CREATE INDEX IF NOT EXISTS service_runs_pending_idx ON service_runs (seq) WHERE status = 'pending'",
     "CREATE INDEX IF NOT EXISTS service_runs_lease_idx ON service_runs (lease_expires_at) WHERE status = 'running'",
+    # The per-user active-runs count on every run creation (quotas): only the user's runs in flight.
+    "CREATE INDEX IF NOT EXISTS service_runs_user_active_idx ON service_runs (user_id)"
+    " WHERE status IN ('pending', 'running')",
 )
 
 COLUMNS = """run_id, thread_id, user_id, assistant_id, status, multitask_strategy, kwargs, metadata, output, error,
