@@ -15,7 +15,10 @@ $(TOOLS)/bin/uv:
 	@if command -v pipx >/dev/null; then \
 		PIPX_HOME=$(TOOLS)/pipx PIPX_BIN_DIR=$(TOOLS)/bin pipx install --quiet uv; \
 	else \
-		{ python3 -m venv $(TOOLS)/venv || { echo "install pipx or python3-venv, or uv itself"; exit 1; }; } && \
+		{ python3 -m venv $(TOOLS)/venv || \
+			{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && rm -rf $(TOOLS)/venv && apt-get update -qq && \
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv $(TOOLS)/venv; } || \
+			{ echo "install pipx or python3-venv (Debian: apt-get install python3-venv), or uv itself"; exit 1; }; } && \
 		$(TOOLS)/venv/bin/pip install --quiet uv && mkdir -p $(TOOLS)/bin && ln -sf ../venv/bin/uv $(TOOLS)/bin/uv && ln -sf ../venv/bin/uvx $(TOOLS)/bin/uvx; \
 	fi
 
