@@ -10,6 +10,9 @@ written (serialised), so a hit is decoded by the same code, into fresh objects, 
   the lease; an entry that differs from it is dropped (another process wrote the thread meanwhile).
 - A read of the latest checkpoint inside the scope fills the entry; this process's writes update it.
 - Only the root namespace is kept; a fork (a checkpoint whose parent is not the entry) drops the entry.
+- An entry also keeps the trail of checkpoints this process wrote before it (`Step`: their stored
+  values and writes), so the ancestor walk of a delta channel, which starts every turn, is answered
+  from memory back to the previous turn's walk (saver.py `ChainCache`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ Blob = tuple[bytes, bytes | None]
 WriteRow = tuple[bytes, bytes, bytes, bytes | None, bytes, bytes]
 # The thread's newest checkpoint ID (None: no checkpoint) and how many pending writes it has.
 Latest = tuple[str | None, int]
+# Checkpoints kept on an entry's trail: a turn adds a few, and the walk only goes back to the previous turn.
+TRAIL_STEPS = 32
 
 LATEST_CHECKPOINT = """
     SELECT c.checkpoint_id, (
@@ -49,6 +54,33 @@ def _json_copy(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A root checkpoint this process wrote or read, as an ancestor walk sees it: the values it stores
+    (a non-empty blob at the channel's version, or a primitive inline) and its pending writes."""
+
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    channel_versions: dict[str, str]
+    blobs: dict[tuple[str, str], Blob]
+    inline: dict[str, Any]
+    writes: tuple[WriteRow, ...]
+
+    def stored(self, channel: str) -> tuple[str, Any] | None:
+        """("blob", (type, payload)) or ("inline", value) when this checkpoint stores `channel`'s value,
+        by the stock saver's test (`_SEEDED` in saver.py)."""
+        version = self.channel_versions.get(channel)
+        blob = None if version is None else self.blobs.get((channel, version))
+        if blob is not None and blob[0] != b"empty":
+            return "blob", blob
+        if self.inline.get(channel) is not None:
+            return "inline", self.inline[channel]
+        return None
+
+    def writes_to(self, channel: str) -> list[WriteRow]:
+        return [write for write in self.writes if write[1] == channel.encode()]
+
+
 @dataclass(slots=True)
 class _Entry:
     checkpoint_id: str
@@ -56,8 +88,12 @@ class _Entry:
     checkpoint: bytes
     metadata: bytes
     channel_versions: dict[str, str]
+    # The checkpoint's primitive channel values, stored inline in its row.
+    inline: dict[str, Any]
     blobs: dict[tuple[str, str], Blob] = field(default_factory=dict)
     writes: dict[tuple[str, int], WriteRow] = field(default_factory=dict)
+    # This checkpoint's ancestors, parent last, as far as this process has seen them in a row.
+    trail: list[Step] = field(default_factory=list)
     # Writes committed for a child checkpoint whose own put has not returned yet (durability="async").
     early: dict[str, list[tuple[Sequence[Any], bool]]] = field(default_factory=dict)
 
@@ -73,6 +109,16 @@ class _Entry:
                     task_path.encode(),
                     str(idx).encode(),
                 )
+
+    def step(self) -> Step:
+        return Step(
+            self.checkpoint_id,
+            self.parent_checkpoint_id,
+            self.channel_versions,
+            self.blobs,
+            self.inline,
+            tuple(self.writes.values()),
+        )
 
     def row(self, thread_id: str) -> dict[str, Any]:
         """The row SELECT_SQL would return for this checkpoint."""
@@ -132,6 +178,13 @@ class LatestCheckpoints:
         self._count("hit")
         return entry.row(thread_id)
 
+    def trail(self, thread_id: str, checkpoint_id: str) -> tuple[Step, list[Step]] | None:
+        """The latest checkpoint, when it is `checkpoint_id`, and the steps this process saw before it."""
+        entry = self._entries.get(thread_id)
+        if entry is None or entry.checkpoint_id != checkpoint_id:
+            return None
+        return entry.step(), entry.trail
+
     def fill(self, row: DictRow) -> None:
         """Keep the latest checkpoint just read from PostgreSQL (payloads already resolved)."""
         checkpoint = row["checkpoint"]
@@ -142,6 +195,7 @@ class LatestCheckpoints:
             checkpoint=_json_copy(checkpoint),
             metadata=_json_copy(row["metadata"]),
             channel_versions=versions,
+            inline=dict(checkpoint.get("channel_values") or {}),
         )
         for channel, type_, blob in row["channel_values"] or []:
             name = bytes(channel).decode()
@@ -173,8 +227,10 @@ class LatestCheckpoints:
             checkpoint=_json_copy(checkpoint),
             metadata=_json_copy(metadata),
             channel_versions=versions,
+            inline=dict(checkpoint.get("channel_values") or {}),
         )
         if previous is not None:
+            entry.trail = [*previous.trail[1 - TRAIL_STEPS :], previous.step()]
             entry.blobs = {key: blob for key, blob in previous.blobs.items() if versions.get(key[0]) == key[1]}
             for rows, upsert in previous.early.get(entry.checkpoint_id, []):
                 entry.add_writes(rows, upsert)
@@ -191,8 +247,11 @@ class LatestCheckpoints:
             return
         if entry.checkpoint_id == checkpoint_id:
             entry.add_writes(rows, upsert)
-        else:
+        elif checkpoint_id > entry.checkpoint_id:
             entry.early.setdefault(checkpoint_id, []).append((rows, upsert))
+        else:
+            # A write to an older checkpoint: the trail's copy of its writes is no longer whole.
+            entry.trail = [step for step in entry.trail if step.checkpoint_id > checkpoint_id]
 
     def drop(self, thread_id: str) -> None:
         self._entries.pop(thread_id, None)

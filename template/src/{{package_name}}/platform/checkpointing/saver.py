@@ -58,7 +58,7 @@ from psycopg.types.json import Jsonb
 
 from ..database import Pool
 from ..metrics import Metrics
-from .latest import LATEST_CHECKPOINT, Latest, LatestCheckpoints
+from .latest import LATEST_CHECKPOINT, Latest, LatestCheckpoints, Step
 
 T = TypeVar("T")
 
@@ -670,7 +670,13 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                 return {ch: {"writes": []} for ch in channels}
             checkpoint_id = target.config["configurable"]["checkpoint_id"]
         if (known := self.chains.lookup(thread_id, checkpoint_ns, checkpoint_id, channels)) is not None:
+            self._count_walk("memory")
             return known
+        if self.latest.held(thread_id, checkpoint_ns) and (trail := self.latest.trail(thread_id, checkpoint_id)):
+            if (walked := self._walk_trail(thread_id, *trail, channels)) is not None:
+                self._count_walk("memory")
+                return walked
+        self._count_walk("postgres")
         chain_by_ch: dict[str, list[str]] = {ch: [] for ch in channels}
         seed_ver_by_ch: dict[str, str | None] = dict.fromkeys(channels)
         seed_inline_by_ch: dict[str, Any] = {}
@@ -745,6 +751,58 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             self.chains.put(thread_id, checkpoint_ns, ch, chain)
             history[ch] = chain.history()
         return history
+
+    def _count_walk(self, source: str) -> None:
+        if self.metrics is not None:
+            self.metrics.checkpoint_delta_walks.labels(source).inc()
+
+    def _walk_trail(
+        self, thread_id: str, latest: Step, trail: list[Step], channels: list[str]
+    ) -> dict[str, DeltaChannelHistory] | None:
+        """The walk DELTA_WALK_SQL makes, over the checkpoints this process wrote, back to a stored value or to
+        the target of the previous walk (None: the trail ends before either, so the query must walk)."""
+        steps = {step.checkpoint_id: step for step in trail}
+        chains: dict[str, Chain] = {}
+        for ch in channels:
+            earlier = self.chains.get(thread_id, "", ch)
+            ids: list[str] = []
+            writes: list[list[PendingWriteTuple]] = []
+            checkpoint_id = latest.parent_checkpoint_id
+            while True:
+                if checkpoint_id is None:  # the thread's first checkpoint: nothing stored, nothing written
+                    chain = Chain(latest.checkpoint_id, ids, writes, False)
+                    break
+                if (step := steps.get(checkpoint_id)) is None:
+                    return None
+                ids.append(checkpoint_id)
+                writes.append(self._trail_writes(thread_id, step, ch))
+                if (stored := step.stored(ch)) is not None:
+                    kind, value = stored
+                    if kind == "blob":
+                        key = (thread_id, "", ch, step.channel_versions[ch], checkpoint_id)
+                        value = self.snapshots.loads(self.serde, value[0].decode(), value[1] or b"", key)
+                    chain = Chain(latest.checkpoint_id, ids, writes, True, value)
+                    break
+                if earlier is not None and earlier.target == checkpoint_id:
+                    chain = Chain(
+                        latest.checkpoint_id, ids + earlier.ids, writes + earlier.writes, earlier.seeded, earlier.seed
+                    )
+                    break
+                checkpoint_id = step.parent_checkpoint_id
+            chains[ch] = chain
+        for ch, chain in chains.items():
+            self.chains.put(thread_id, "", ch, chain)
+        return {ch: chain.history() for ch, chain in chains.items()}
+
+    def _trail_writes(self, thread_id: str, step: Step, channel: str) -> list[PendingWriteTuple]:
+        """A step's writes to `channel` in replay order, decoded as a walk's rows are (and cached alike)."""
+        rows = sorted(step.writes_to(channel), key=lambda w: writes_sort_key(w[4].decode(), w[0].decode(), int(w[5])))
+        writes: list[PendingWriteTuple] = []
+        for task_id, _, type_, blob, _, idx in rows:
+            key = (thread_id, "", step.checkpoint_id, task_id.decode(), int(idx))
+            value = self.snapshots.loads(self.serde, type_.decode(), blob or b"", key)
+            writes.append((task_id.decode(), channel, value))
+        return writes
 
     async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
         if self.payloads is not None:
