@@ -18,7 +18,7 @@ from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, TooManyRequests, Unavailable
+from ..errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unavailable
 from ..platform import tracing
 from ..platform.assistants import Assistant
 from ..platform.database import DATABASE_OUTAGES
@@ -181,16 +181,13 @@ async def run_kwargs(
     }
 
 
-async def callers_thread(services: Services, user: str, thread_id: str, if_not_exists: str) -> ThreadRecord:
-    """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new."""
+async def callers_thread_id(services: Services, user: str, thread_id: str, if_not_exists: str) -> str:
+    """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new. Otherwise
+    only the ID's signature is checked here: the run's own transaction finds the thread (or answers 404)."""
     check_owner(services, user, thread_id)
-    # A read: enqueue_run touches the thread (and stamps the run's graph) once the run is accepted.
-    record = await services.registry.get(thread_id, user)
-    if record is not None:
-        return record
-    if if_not_exists != "create":
-        raise ThreadNotFound()
-    return await services.registry.create(thread_id, user, "default", {"session_type": "default", "user_id": user})
+    if if_not_exists == "create" and await services.registry.get(thread_id, user) is None:
+        await services.registry.create(thread_id, user, "default", {"session_type": "default", "user_id": user})
+    return thread_id
 
 
 async def enqueue_run(
@@ -200,14 +197,12 @@ async def enqueue_run(
     bind(thread_id=thread_id, run_id=str(run_id))
     assistant = await services.assistants.get(body.assistant_id, user)
     kwargs = await run_kwargs(services, body, thread_id, run_id, assistant)
+    # As the Agent Server does: a search by graph or assistant finds the threads it ran on.
+    stamp = {"graph_id": services.settings.assistant_id, "assistant_id": body.assistant_id}
     if new_thread:
         # Registered only once the body is valid: a refused stateless run leaves no thread behind.
-        metadata = {"session_type": "stateless", "user_id": user, "graph_id": services.settings.assistant_id}
-        await services.registry.create(thread_id, user, "stateless", {**metadata, "assistant_id": body.assistant_id})
-    else:
-        # As the Agent Server does: a search by graph or assistant finds the threads it ran on.
-        stamp = {"graph_id": services.settings.assistant_id, "assistant_id": body.assistant_id}
-        await services.registry.touch(thread_id, user, stamp)
+        metadata = {"session_type": "stateless", "user_id": user, **stamp}
+        await services.registry.create(thread_id, user, "stateless", metadata)
     try:
         return await services.runs.store.create(
             run_id=run_id,
@@ -220,6 +215,8 @@ async def enqueue_run(
             temporary=temporary,
             after_seconds=body.after_seconds,
             max_user_runs=services.settings.user_max_active_runs,
+            # The thread is touched (and must exist) in the run's transaction; a new one is fresh already.
+            stamp=None if new_thread else stamp,
         )
     except TooManyRequests:
         services.metrics.user_limit_rejections.labels("active_runs").inc()
@@ -333,23 +330,23 @@ async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID
 
 @router.post("/threads/{thread_id}/runs")
 async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep, response: Response) -> Any:
-    record = await callers_thread(services, user, thread_id, body.if_not_exists)
-    run = await enqueue_run(services, user, record.thread_id, body, temporary=False)
+    thread_id = await callers_thread_id(services, user, thread_id, body.if_not_exists)
+    run = await enqueue_run(services, user, thread_id, body, temporary=False)
     response.headers["Content-Location"] = f"/threads/{run.thread_id}/runs/{run.run_id}"
     return run.body()
 
 
 @router.post("/threads/{thread_id}/runs/wait")
 async def wait_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
-    record = await callers_thread(services, user, thread_id, body.if_not_exists)
-    run = await enqueue_run(services, user, record.thread_id, body, temporary=False)
+    thread_id = await callers_thread_id(services, user, thread_id, body.if_not_exists)
+    run = await enqueue_run(services, user, thread_id, body, temporary=False)
     return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/threads/{thread_id}/runs/stream")
 async def stream_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
-    record = await callers_thread(services, user, thread_id, body.if_not_exists)
-    run = await enqueue_run(services, user, record.thread_id, body, temporary=False)
+    thread_id = await callers_thread_id(services, user, thread_id, body.if_not_exists)
+    run = await enqueue_run(services, user, thread_id, body, temporary=False)
     return _sse(services, run, None, body.on_disconnect == "cancel")
 
 

@@ -18,9 +18,10 @@ from psycopg.errors import UniqueViolation
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from ...errors import Conflict, TooManyRequests
+from ...errors import Conflict, ThreadNotFound, TooManyRequests
 from ..database import Pool
 from ..migrations import apply_migrations
+from ..registry import UPDATE_METADATA
 
 RunStatus = Literal["pending", "running", "success", "error", "timeout", "interrupted"]
 MultitaskStrategy = Literal["reject", "enqueue", "interrupt", "rollback"]
@@ -77,8 +78,12 @@ INSERT_RUN = f"""
     RETURNING {COLUMNS}
 """
 LOCK_THREAD = "SELECT pg_advisory_xact_lock(hashtext('service_runs'), hashtext(%s))"
-# Serialises run creation per user, so two replicas cannot both admit the user's last allowed run.
-LOCK_USER = "SELECT pg_advisory_xact_lock(hashtext('service_runs/user'), hashtext(%s))"
+# And the user's lock as well, always second (one lock order everywhere: no deadlock). It serialises run
+# creation per user, so two replicas cannot both admit the user's last allowed run.
+LOCK_THREAD_AND_USER = (
+    "SELECT pg_advisory_xact_lock(hashtext('service_runs'), hashtext(%s)),"
+    " pg_advisory_xact_lock(hashtext('service_runs/user'), hashtext(%s))"
+)
 INFLIGHT_OF_USER = "SELECT count(*) AS n FROM service_runs WHERE user_id = %s AND status IN ('pending', 'running')"
 # What a 429 for too many active runs tells the caller to wait: runs take seconds, not milliseconds.
 RETRY_ACTIVE_RUNS_SECONDS = 5
@@ -126,17 +131,27 @@ CLAIM_RUN = f"""
         extract(epoch FROM now() - r.not_before)::float8 AS queue_seconds,
         latest.checkpoint_id AS latest_checkpoint_id,
         (SELECT count(*) FROM checkpoint_writes w WHERE w.thread_id = r.thread_id AND w.checkpoint_ns = ''
-            AND w.checkpoint_id = latest.checkpoint_id) AS latest_checkpoint_writes
+            AND w.checkpoint_id = latest.checkpoint_id) AS latest_checkpoint_writes,
+        -- Whether to claim again at once, or to wait for a notification (one empty claim saved per run).
+        EXISTS (SELECT 1 FROM service_runs m WHERE m.status = 'pending' AND m.run_id <> r.run_id) AS more_pending
 """
 RENEW_LEASE = """
     UPDATE service_runs SET lease_expires_at = now() + make_interval(secs => %s)
     WHERE run_id = %s AND lease_owner = %s AND status = 'running'
     RETURNING cancel_reason
 """
+# Under the thread's lock (as run creation), so a run enqueued behind this one is either seen here or
+# created after it ended; only then are claimers woken: replicas do not all query for every finished run.
 FINISH_RUN = """
-    UPDATE service_runs SET status = %s, output = %s, error = %s, ended_at = clock_timestamp(), updated_at = now(),
-        lease_owner = NULL, lease_expires_at = NULL
-    WHERE run_id = %s AND lease_owner = %s AND status = 'running'
+    WITH finished AS (
+        UPDATE service_runs r SET status = %(status)s, output = %(output)s, error = %(error)s,
+            ended_at = clock_timestamp(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+        WHERE run_id = %(run_id)s AND lease_owner = %(owner)s AND status = 'running'
+        RETURNING r.run_id,
+            EXISTS (SELECT 1 FROM service_runs p WHERE p.thread_id = r.thread_id AND p.status = 'pending') AS queued
+    )
+    SELECT pg_notify(%(channel)s, run_id::text), CASE WHEN queued THEN pg_notify(%(channel)s, 'queue') END
+    FROM finished
 """
 # A run handed back (shutdown) or whose lease expired under the 'retry' policy runs again from its checkpoint.
 REQUEUE_RUN = """
@@ -233,6 +248,8 @@ class Claimed:
     queue_seconds: float
     # The thread's newest root checkpoint ID and its pending writes, when the lease was taken.
     latest_checkpoint: tuple[str | None, int]
+    # Other runs were pending as it was claimed (perhaps claimable now).
+    more_pending: bool = True
 
 
 async def notify(conn: AsyncConnection[DictRow], *keys: str) -> None:
@@ -263,16 +280,23 @@ class RunStore:
         temporary: bool = False,
         after_seconds: float = 0,
         max_user_runs: int | None = None,
+        stamp: dict[str, Any] | None = None,
     ) -> RunRecord:
         """Insert a pending run, applying the multitask strategy to the thread's runs in flight.
 
         A per-thread transaction lock makes the check-then-insert atomic across replicas, so two
         'reject' runs can never both be accepted, and an interrupted run is cancelled exactly once.
+        With `stamp`, the user's thread must exist: it is touched, `stamp` merged into its metadata, in
+        the same transaction (ThreadNotFound otherwise, and nothing is written).
         """
         # Pipelined: statements go out together and results are read at the end (or where a decision
         # needs them), so an 'enqueue' run costs one round trip.
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(LOCK_THREAD, (thread_id,))
+            if max_user_runs is None:
+                await conn.execute(LOCK_THREAD, (thread_id,))
+            else:
+                await conn.execute(LOCK_THREAD_AND_USER, (thread_id, user_id))
+            touched = None if stamp is None else await conn.execute(UPDATE_METADATA, (Jsonb(stamp), thread_id, user_id))
             inflight: list[Any] = []
             if strategy != "enqueue":
                 cur = await conn.execute(INFLIGHT_OF_THREAD, (thread_id,))
@@ -280,7 +304,6 @@ class RunStore:
                 if inflight and strategy == "reject":
                     raise Conflict("Thread is already running a task; wait for it or choose another multitask strategy")
             if max_user_runs is not None:
-                await conn.execute(LOCK_USER, (user_id,))
                 # Runs this one interrupts or rolls back end now, so they do not count against it.
                 ending = len(inflight) if strategy in ("interrupt", "rollback") else 0
                 row = await (await conn.execute(INFLIGHT_OF_USER, (user_id,))).fetchone()
@@ -306,6 +329,8 @@ class RunStore:
                 ),
             )
             await notify(conn, "queue")
+            if touched is not None and await touched.fetchone() is None:
+                raise ThreadNotFound()  # the transaction rolls back: no run, no notification
         row = await cur.fetchone()
         assert row is not None
         return _record(row)
@@ -374,9 +399,8 @@ class RunStore:
             return None  # another replica started this thread's run in between: the index said no
         if row is None:
             return None
-        return Claimed(
-            _record(row), row["queue_seconds"], (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]))
-        )
+        latest = (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]))
+        return Claimed(_record(row), row["queue_seconds"], latest, row["more_pending"])
 
     async def renew(self, run_id: uuid.UUID, owner: str, lease_seconds: float) -> tuple[bool, str | None]:
         """(still ours, cancel requested): a run whose lease was taken away must stop writing."""
@@ -387,9 +411,17 @@ class RunStore:
     async def finish(
         self, run: RunRecord, owner: str, status: RunStatus, output: Any, error: dict[str, Any] | None
     ) -> None:
+        finished = {
+            "status": status,
+            "output": Jsonb(output),
+            "error": Jsonb(error) if error else None,
+            "run_id": run.run_id,
+            "owner": owner,
+            "channel": CHANNEL,
+        }
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(FINISH_RUN, (status, Jsonb(output), Jsonb(error) if error else None, run.run_id, owner))
-            await notify(conn, str(run.run_id), "queue")
+            await conn.execute(LOCK_THREAD, (run.thread_id,))
+            await conn.execute(FINISH_RUN, finished)
 
     async def requeue(self, run: RunRecord, owner: str) -> None:
         async with self._pool.connection() as conn, conn.transaction():

@@ -109,18 +109,23 @@ class RunWorkers:
         herd of them competing with running graphs for pooled connections.
         """
         slots = asyncio.Semaphore(self.settings.workers)
+        # Nothing more to claim, as far as the last claim saw: wait for a notification (or the poll interval).
+        idle = False
         with self.notifier.subscribe("queue") as wake:
             while self._claiming:
                 await slots.acquire()
+                if idle:
+                    await wait_for(wake, self.settings.poll_seconds)
+                # Cleared before the claim: a run enqueued after the claim's snapshot sets it again.
                 wake.clear()
                 try:
                     claimed = await self.store.claim(self.owner, self.settings.lease_seconds)
                 except Exception as exc:  # a database outage: keep claiming after the poll interval
                     log.warning("claiming a run failed: %s", exc)
                     claimed = None
+                idle = claimed is None or not claimed.more_pending
                 if claimed is None:
                     slots.release()
-                    await wait_for(wake, self.settings.poll_seconds)
                     continue
                 task = asyncio.create_task(self._execute(claimed), name=f"run-{claimed.run.run_id}")
                 self._executing.add(task)
