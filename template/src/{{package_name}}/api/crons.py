@@ -123,7 +123,7 @@ async def fire(services: Services, cron: CronRecord) -> None:
         body.on_completion = "keep" if cron.on_run_completed == "keep" else "delete"
         await enqueue_stateless_run(services, cron.user_id, body)
         return
-    thread_id = await callers_thread_id(services, cron.user_id, cron.thread_id, "reject")
+    thread_id = await callers_thread_id(services, cron.user_id, cron.thread_id, body, if_not_exists="reject")
     await enqueue_run(services, cron.user_id, thread_id, body, temporary=False)
 
 

@@ -18,7 +18,7 @@ from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unavailable
+from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound, TooManyRequests, Unavailable
 from ..platform import tracing
 from ..platform.assistants import Assistant
 from ..platform.database import DATABASE_OUTAGES
@@ -181,12 +181,19 @@ async def run_kwargs(
     }
 
 
-async def callers_thread_id(services: Services, user: str, thread_id: str, if_not_exists: str) -> str:
-    """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new. Otherwise
-    only the ID's signature is checked here: the run's own transaction finds the thread (or answers 404)."""
+async def callers_thread_id(
+    services: Services, user: str, thread_id: str, body: RunCreate, if_not_exists: str = ""
+) -> str:
+    """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new. A run
+    with input only has the ID's signature checked here: its own transaction finds the thread (or 404s)."""
     check_owner(services, user, thread_id)
-    if if_not_exists == "create" and await services.registry.get(thread_id, user) is None:
-        await services.registry.create(thread_id, user, "default", {"session_type": "default", "user_id": user})
+    if_not_exists = if_not_exists or body.if_not_exists
+    # No input: the run's validation reads the thread's state, which must be the caller's existing thread.
+    if if_not_exists == "create" or body.input is None:
+        if await services.registry.get(thread_id, user) is None:
+            if if_not_exists != "create":
+                raise ThreadNotFound()
+            await services.registry.create(thread_id, user, "default", {"session_type": "default", "user_id": user})
     return thread_id
 
 
@@ -330,7 +337,7 @@ async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID
 
 @router.post("/threads/{thread_id}/runs")
 async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep, response: Response) -> Any:
-    thread_id = await callers_thread_id(services, user, thread_id, body.if_not_exists)
+    thread_id = await callers_thread_id(services, user, thread_id, body)
     run = await enqueue_run(services, user, thread_id, body, temporary=False)
     response.headers["Content-Location"] = f"/threads/{run.thread_id}/runs/{run.run_id}"
     return run.body()
@@ -338,14 +345,14 @@ async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, use
 
 @router.post("/threads/{thread_id}/runs/wait")
 async def wait_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
-    thread_id = await callers_thread_id(services, user, thread_id, body.if_not_exists)
+    thread_id = await callers_thread_id(services, user, thread_id, body)
     run = await enqueue_run(services, user, thread_id, body, temporary=False)
     return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/threads/{thread_id}/runs/stream")
 async def stream_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
-    thread_id = await callers_thread_id(services, user, thread_id, body.if_not_exists)
+    thread_id = await callers_thread_id(services, user, thread_id, body)
     run = await enqueue_run(services, user, thread_id, body, temporary=False)
     return _sse(services, run, None, body.on_disconnect == "cancel")
 

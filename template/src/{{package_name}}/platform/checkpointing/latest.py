@@ -6,13 +6,15 @@ from PostgreSQL is a round trip for what the process already has. An entry keeps
 written (serialised), so a hit is decoded by the same code, into fresh objects, as a read of the table.
 
 - `holding(thread_id, latest)` is a run's scope: reads inside it may be served from the entry. `latest`
-  is the thread's newest checkpoint ID and its count of pending writes, read in the statement that took
-  the lease; an entry that differs from it is dropped (another process wrote the thread meanwhile).
+  is the thread's newest checkpoint ID, its count of pending writes and its parent's ID, read in the
+  statement that took the lease; an entry that differs from it is dropped (another process wrote the
+  thread meanwhile, or pruned it: a prune keeps the latest checkpoint but cuts its parent link).
 - A read of the latest checkpoint inside the scope fills the entry; this process's writes update it.
 - Only the root namespace is kept; a fork (a checkpoint whose parent is not the entry) drops the entry.
 - An entry also keeps the trail of checkpoints this process wrote before it (`Step`: their stored
-  values and writes), so the ancestor walk of a delta channel, which starts every turn, is answered
-  from memory back to the previous turn's walk (saver.py `ChainCache`).
+  values and writes of the graph's delta channels, `trail_channels`), so the ancestor walk of a delta
+  channel, which starts every turn, is answered from memory back to the previous turn's walk (saver.py
+  `ChainCache`). Plain channels are left out: each checkpoint stores their whole value.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ _held: contextvars.ContextVar[str | None] = contextvars.ContextVar("checkpoint_t
 # (type, payload) of a blob, and the six columns of a pending write as SELECT_SQL returns them.
 Blob = tuple[bytes, bytes | None]
 WriteRow = tuple[bytes, bytes, bytes, bytes | None, bytes, bytes]
-# The thread's newest checkpoint ID (None: no checkpoint) and how many pending writes it has.
-Latest = tuple[str | None, int]
+# The thread's newest checkpoint ID (None: no checkpoint), how many pending writes it has, and its parent.
+Latest = tuple[str | None, int, str | None]
 # Checkpoints kept on an entry's trail: a turn adds a few, and the walk only goes back to the previous turn.
 TRAIL_STEPS = 32
 
 LATEST_CHECKPOINT = """
-    SELECT c.checkpoint_id, (
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, (
         SELECT count(*) FROM checkpoint_writes w
         WHERE w.thread_id = c.thread_id AND w.checkpoint_ns = '' AND w.checkpoint_id = c.checkpoint_id
     ) AS writes
@@ -94,6 +96,9 @@ class _Entry:
     writes: dict[tuple[str, int], WriteRow] = field(default_factory=dict)
     # This checkpoint's ancestors, parent last, as far as this process has seen them in a row.
     trail: list[Step] = field(default_factory=list)
+    # Every write to this checkpoint is here. Not for a thread's first checkpoint: its first writes may commit
+    # before its own put returns, with no entry yet to keep them (the lease's version check drops it later).
+    whole: bool = True
     # Writes committed for a child checkpoint whose own put has not returned yet (durability="async").
     early: dict[str, list[tuple[Sequence[Any], bool]]] = field(default_factory=dict)
 
@@ -110,14 +115,16 @@ class _Entry:
                     str(idx).encode(),
                 )
 
-    def step(self) -> Step:
+    def step(self, channels: frozenset[str]) -> Step:
+        """This checkpoint as a walk over `channels` sees it (their values and writes only)."""
+        names = {channel.encode() for channel in channels}
         return Step(
             self.checkpoint_id,
             self.parent_checkpoint_id,
             self.channel_versions,
-            self.blobs,
-            self.inline,
-            tuple(self.writes.values()),
+            {key: blob for key, blob in self.blobs.items() if key[0] in channels},
+            {channel: value for channel, value in self.inline.items() if channel in channels},
+            tuple(write for write in self.writes.values() if write[1] in names),
         )
 
     def row(self, thread_id: str) -> dict[str, Any]:
@@ -146,6 +153,8 @@ class LatestCheckpoints:
         self._max_threads = max_threads
         self._metrics = metrics
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # The channels trails keep (the compiled graph's delta channels); none: no trails.
+        self.trail_channels: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -154,7 +163,9 @@ class LatestCheckpoints:
     def holding(self, thread_id: str, latest: Latest | None) -> Iterator[None]:
         """The scope of one run of `thread_id` under its lease (run it in the run's own task)."""
         entry = self._entries.get(thread_id)
-        if entry is not None and (latest is None or latest != (entry.checkpoint_id, len(entry.writes))):
+        if entry is not None and (
+            latest is None or latest != (entry.checkpoint_id, len(entry.writes), entry.parent_checkpoint_id)
+        ):
             del self._entries[thread_id]
         token = _held.set(thread_id)
         try:
@@ -181,9 +192,10 @@ class LatestCheckpoints:
     def trail(self, thread_id: str, checkpoint_id: str) -> tuple[Step, list[Step]] | None:
         """The latest checkpoint, when it is `checkpoint_id`, and the steps this process saw before it."""
         entry = self._entries.get(thread_id)
-        if entry is None or entry.checkpoint_id != checkpoint_id:
+        if entry is None or entry.checkpoint_id != checkpoint_id or not self.trail_channels:
             return None
-        return entry.step(), entry.trail
+        self._entries.move_to_end(thread_id)
+        return entry.step(self.trail_channels), entry.trail
 
     def fill(self, row: DictRow) -> None:
         """Keep the latest checkpoint just read from PostgreSQL (payloads already resolved)."""
@@ -229,8 +241,11 @@ class LatestCheckpoints:
             channel_versions=versions,
             inline=dict(checkpoint.get("channel_values") or {}),
         )
-        if previous is not None:
-            entry.trail = [*previous.trail[1 - TRAIL_STEPS :], previous.step()]
+        if previous is None:
+            entry.whole = False
+        else:
+            if self.trail_channels and previous.whole:
+                entry.trail = [*previous.trail[1 - TRAIL_STEPS :], previous.step(self.trail_channels)]
             entry.blobs = {key: blob for key, blob in previous.blobs.items() if versions.get(key[0]) == key[1]}
             for rows, upsert in previous.early.get(entry.checkpoint_id, []):
                 entry.add_writes(rows, upsert)
@@ -249,8 +264,9 @@ class LatestCheckpoints:
             entry.add_writes(rows, upsert)
         elif checkpoint_id > entry.checkpoint_id:
             entry.early.setdefault(checkpoint_id, []).append((rows, upsert))
-        else:
-            # A write to an older checkpoint: the trail's copy of its writes is no longer whole.
+        elif any(row[6] in self.trail_channels for row in rows):
+            # A write to an older checkpoint (LangGraph waits for delta channels' writes, so not theirs in
+            # practice): the trail's copy of its writes is no longer whole.
             entry.trail = [step for step in entry.trail if step.checkpoint_id > checkpoint_id]
 
     def drop(self, thread_id: str) -> None:

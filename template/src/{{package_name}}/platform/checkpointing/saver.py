@@ -363,9 +363,20 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         # The latest checkpoint of threads whose runs execute here (latest.py); 0 threads: off.
         self.latest = LatestCheckpoints(cache_threads, metrics)
         self.snapshots = SnapshotCache()
-        self.chains = ChainCache()
-        # The compiled graph's delta channels (set once it is compiled): what keep_latest seals with.
-        self.delta_channels: Mapping[str, DeltaChannel[Any]] = {}
+        # Room for a walk per delta channel (a few) of every thread whose latest checkpoint is kept.
+        self.chains = ChainCache(max(1024, 4 * cache_threads))
+        self._delta_channels: Mapping[str, DeltaChannel[Any]] = {}
+
+    @property
+    def delta_channels(self) -> Mapping[str, DeltaChannel[Any]]:
+        """The compiled graph's delta channels (set once it is compiled): what keep_latest seals with, and
+        what the latest checkpoints' trails keep."""
+        return self._delta_channels
+
+    @delta_channels.setter
+    def delta_channels(self, channels: Mapping[str, DeltaChannel[Any]]) -> None:
+        self._delta_channels = channels
+        self.latest.trail_channels = frozenset(channels)
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -533,14 +544,20 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         return await self._load_checkpoint_tuple(value)
 
     async def latest_version(self, thread_id: str) -> Latest:
-        """The thread's newest root checkpoint ID and its number of pending writes, by one indexed read."""
+        """The thread's newest root checkpoint ID, its number of pending writes and its parent, by one indexed read."""
         async with self.pool.connection() as conn:
             row = await (await conn.execute(LATEST_CHECKPOINT, (thread_id,))).fetchone()
-        return (None, 0) if row is None else (row["checkpoint_id"], int(row["writes"]))
+        return (
+            (None, 0, None) if row is None else (row["checkpoint_id"], int(row["writes"]), row["parent_checkpoint_id"])
+        )
+
+    def forget(self, thread_id: str) -> None:
+        """Drop what this process keeps of the thread (its latest checkpoint, trail and walks)."""
+        self.latest.drop(thread_id)
+        self.chains.drop(thread_id)
 
     async def adelete_thread(self, thread_id: str) -> None:
-        self.latest.drop(str(thread_id))
-        self.chains.drop(str(thread_id))
+        self.forget(str(thread_id))
         await self._timed("delete_thread", super().adelete_thread(thread_id))
         # Rows first: a failure in between leaves unreferenced objects, never a row without its object.
         if self.payloads is not None:
@@ -672,7 +689,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         if (known := self.chains.lookup(thread_id, checkpoint_ns, checkpoint_id, channels)) is not None:
             self._count_walk("memory")
             return known
-        if self.latest.held(thread_id, checkpoint_ns) and (trail := self.latest.trail(thread_id, checkpoint_id)):
+        trail = self.latest.trail(thread_id, checkpoint_id) if self.latest.held(thread_id, checkpoint_ns) else None
+        if trail is not None and self.latest.trail_channels.issuperset(channels):
             if (walked := self._walk_trail(thread_id, *trail, channels)) is not None:
                 self._count_walk("memory")
                 return walked

@@ -19,6 +19,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from ...errors import Conflict, ThreadNotFound, TooManyRequests
+from ..checkpointing.latest import Latest
 from ..database import Pool
 from ..migrations import apply_migrations
 from ..registry import UPDATE_METADATA
@@ -78,8 +79,10 @@ INSERT_RUN = f"""
     RETURNING {COLUMNS}
 """
 LOCK_THREAD = "SELECT pg_advisory_xact_lock(hashtext('service_runs'), hashtext(%s))"
-# And the user's lock as well, always second (one lock order everywhere: no deadlock). It serialises run
-# creation per user, so two replicas cannot both admit the user's last allowed run.
+TRY_LOCK_THREAD = "SELECT pg_try_advisory_xact_lock(hashtext('service_runs'), hashtext(%s)) AS locked"
+# And the user's lock as well. It serialises run creation per user, so two replicas cannot both admit the
+# user's last allowed run. Only this statement waits for both locks (the others wait for the thread's, or
+# only try), so whatever order PostgreSQL takes them in, no two transactions wait for each other.
 LOCK_THREAD_AND_USER = (
     "SELECT pg_advisory_xact_lock(hashtext('service_runs'), hashtext(%s)),"
     " pg_advisory_xact_lock(hashtext('service_runs/user'), hashtext(%s))"
@@ -123,32 +126,38 @@ CLAIM_RUN = f"""
         lease_expires_at = now() + make_interval(secs => %s), started_at = clock_timestamp(), updated_at = now()
     FROM next LEFT JOIN LATERAL (
         -- The thread's newest checkpoint, read as the lease is taken: it validates this replica's cached copy.
-        SELECT c.checkpoint_id FROM checkpoints c
+        SELECT c.checkpoint_id, c.parent_checkpoint_id FROM checkpoints c
         WHERE c.thread_id = next.thread_id AND c.checkpoint_ns = '' ORDER BY c.checkpoint_id DESC LIMIT 1
     ) AS latest ON true
     WHERE r.run_id = next.run_id
     RETURNING {", ".join("r." + c.strip() for c in COLUMNS.split(","))},
         extract(epoch FROM now() - r.not_before)::float8 AS queue_seconds,
-        latest.checkpoint_id AS latest_checkpoint_id,
+        latest.checkpoint_id AS latest_checkpoint_id, latest.parent_checkpoint_id AS latest_checkpoint_parent,
         (SELECT count(*) FROM checkpoint_writes w WHERE w.thread_id = r.thread_id AND w.checkpoint_ns = ''
             AND w.checkpoint_id = latest.checkpoint_id) AS latest_checkpoint_writes,
-        -- Whether to claim again at once, or to wait for a notification (one empty claim saved per run).
-        EXISTS (SELECT 1 FROM service_runs m WHERE m.status = 'pending' AND m.run_id <> r.run_id) AS more_pending
+        -- Whether to claim again at once, or to wait for a notification (one empty claim saved per run). Runs
+        -- queued behind this one are woken by its finish; delayed ones by the poll.
+        EXISTS (SELECT 1 FROM service_runs m WHERE m.status = 'pending' AND m.thread_id <> r.thread_id
+                  AND m.not_before <= now()) AS more_pending
 """
 RENEW_LEASE = """
     UPDATE service_runs SET lease_expires_at = now() + make_interval(secs => %s)
     WHERE run_id = %s AND lease_owner = %s AND status = 'running'
     RETURNING cancel_reason
 """
-# Under the thread's lock (as run creation), so a run enqueued behind this one is either seen here or
-# created after it ended; only then are claimers woken: replicas do not all query for every finished run.
+# Claimers are woken only when the thread has a run queued behind this one: replicas do not all query for
+# every finished run. Under the thread's lock (as run creation), a run enqueued meanwhile is either seen
+# here or created after the finish; when the lock is busy (`wake`), claimers are woken anyway.
 FINISH_RUN = """
     WITH finished AS (
         UPDATE service_runs r SET status = %(status)s, output = %(output)s, error = %(error)s,
             ended_at = clock_timestamp(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
         WHERE run_id = %(run_id)s AND lease_owner = %(owner)s AND status = 'running'
         RETURNING r.run_id,
-            EXISTS (SELECT 1 FROM service_runs p WHERE p.thread_id = r.thread_id AND p.status = 'pending') AS queued
+            %(wake)s OR EXISTS (
+                SELECT 1 FROM service_runs p WHERE p.thread_id = r.thread_id AND p.status = 'pending'
+                  AND p.not_before <= now()
+            ) AS queued
     )
     SELECT pg_notify(%(channel)s, run_id::text), CASE WHEN queued THEN pg_notify(%(channel)s, 'queue') END
     FROM finished
@@ -247,7 +256,7 @@ class Claimed:
     run: RunRecord
     queue_seconds: float
     # The thread's newest root checkpoint ID and its pending writes, when the lease was taken.
-    latest_checkpoint: tuple[str | None, int]
+    latest_checkpoint: Latest
     # Other runs were pending as it was claimed (perhaps claimable now).
     more_pending: bool = True
 
@@ -297,17 +306,25 @@ class RunStore:
             else:
                 await conn.execute(LOCK_THREAD_AND_USER, (thread_id, user_id))
             touched = None if stamp is None else await conn.execute(UPDATE_METADATA, (Jsonb(stamp), thread_id, user_id))
+
+            async def found() -> None:
+                """A missing thread is a 404 before any other refusal (read where the pipeline syncs anyway)."""
+                if touched is not None and await touched.fetchone() is None:
+                    raise ThreadNotFound()  # the transaction rolls back: no run, no notification
+
             inflight: list[Any] = []
             if strategy != "enqueue":
                 cur = await conn.execute(INFLIGHT_OF_THREAD, (thread_id,))
                 inflight = [row["run_id"] for row in await cur.fetchall()]
                 if inflight and strategy == "reject":
+                    await found()
                     raise Conflict("Thread is already running a task; wait for it or choose another multitask strategy")
             if max_user_runs is not None:
                 # Runs this one interrupts or rolls back end now, so they do not count against it.
                 ending = len(inflight) if strategy in ("interrupt", "rollback") else 0
                 row = await (await conn.execute(INFLIGHT_OF_USER, (user_id,))).fetchone()
                 if row is not None and row["n"] - ending >= max_user_runs:
+                    await found()
                     raise TooManyRequests(
                         f"this user already has {row['n']} runs pending or running (limit {max_user_runs})",
                         retry_after=RETRY_ACTIVE_RUNS_SECONDS,
@@ -329,8 +346,7 @@ class RunStore:
                 ),
             )
             await notify(conn, "queue")
-            if touched is not None and await touched.fetchone() is None:
-                raise ThreadNotFound()  # the transaction rolls back: no run, no notification
+            await found()
         row = await cur.fetchone()
         assert row is not None
         return _record(row)
@@ -343,7 +359,9 @@ class RunStore:
         else:
             ended = await (await conn.execute(CANCEL_PENDING, (action, run_ids))).fetchall()
         running = await (await conn.execute(REQUEST_CANCEL, (action, run_ids))).fetchall()
-        await notify(conn, *(str(row["run_id"]) for row in ended), *(f"cancel:{row['run_id']}" for row in running))
+        # A pending run that ends may have held up the runs queued behind it on its thread.
+        woken = [str(row["run_id"]) for row in ended] + (["queue"] if ended else [])
+        await notify(conn, *woken, *(f"cancel:{row['run_id']}" for row in running))
         return [row["run_id"] for row in (*ended, *running)]
 
     async def cancel(self, run_ids: list[uuid.UUID], action: CancelAction) -> list[uuid.UUID]:
@@ -399,7 +417,7 @@ class RunStore:
             return None  # another replica started this thread's run in between: the index said no
         if row is None:
             return None
-        latest = (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]))
+        latest = (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]), row["latest_checkpoint_parent"])
         return Claimed(_record(row), row["queue_seconds"], latest, row["more_pending"])
 
     async def renew(self, run_id: uuid.UUID, owner: str, lease_seconds: float) -> tuple[bool, str | None]:
@@ -419,9 +437,10 @@ class RunStore:
             "owner": owner,
             "channel": CHANNEL,
         }
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(LOCK_THREAD, (run.thread_id,))
-            await conn.execute(FINISH_RUN, finished)
+        async with self._pool.connection() as conn, conn.transaction():
+            # Only tried: a finish must not wait on a sweep or a creation past its lease.
+            locked = await (await conn.execute(TRY_LOCK_THREAD, (run.thread_id,))).fetchone()
+            await conn.execute(FINISH_RUN, {**finished, "wake": not (locked and locked["locked"])})
 
     async def requeue(self, run: RunRecord, owner: str) -> None:
         async with self._pool.connection() as conn, conn.transaction():

@@ -23,6 +23,7 @@ from langgraph.types import Command
 from opentelemetry.trace import StatusCode
 
 from ...errors import Unavailable
+from ..checkpointing.latest import Latest
 from ..checkpointing.saver import PooledPostgresSaver
 from ..database import DATABASE_OUTAGES
 from ..logs import log_context
@@ -255,7 +256,7 @@ class RunWorkers:
         except DATABASE_OUTAGES as append_failed:
             log.warning("run %s: its error event was lost: %s", run.run_id, append_failed)
 
-    async def _run_graph(self, run: RunRecord, builder: EventBuilder, latest: tuple[str | None, int]) -> None:
+    async def _run_graph(self, run: RunRecord, builder: EventBuilder, latest: Latest) -> None:
         if self.latest is None:
             await self._stream_graph(run, builder)
             return
