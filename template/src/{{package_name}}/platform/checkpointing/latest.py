@@ -96,8 +96,8 @@ class _Entry:
     writes: dict[tuple[str, int], WriteRow] = field(default_factory=dict)
     # This checkpoint's ancestors, parent last, as far as this process has seen them in a row.
     trail: list[Step] = field(default_factory=list)
-    # Every write to this checkpoint is here. Not for a thread's first checkpoint: its first writes may commit
-    # before its own put returns, with no entry yet to keep them (the lease's version check drops it later).
+    # Every write to this checkpoint is here. A thread's first checkpoint written outside a run's scope may
+    # have missed writes that committed before its own put returned (nothing kept them for it).
     whole: bool = True
     # Writes committed for a child checkpoint whose own put has not returned yet (durability="async").
     early: dict[str, list[tuple[Sequence[Any], bool]]] = field(default_factory=dict)
@@ -155,6 +155,8 @@ class LatestCheckpoints:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         # The channels trails keep (the compiled graph's delta channels); none: no trails.
         self.trail_channels: frozenset[str] = frozenset()
+        # Writes committed, inside a run's scope, for a thread's first checkpoint before its put returned.
+        self._unborn: dict[str, dict[str, list[tuple[Sequence[Any], bool]]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -172,6 +174,7 @@ class LatestCheckpoints:
             yield
         finally:
             _held.reset(token)
+            self._unborn.pop(thread_id, None)
 
     def knows(self, thread_id: str) -> bool:
         return thread_id in self._entries
@@ -242,7 +245,9 @@ class LatestCheckpoints:
             inline=dict(checkpoint.get("channel_values") or {}),
         )
         if previous is None:
-            entry.whole = False
+            for rows, upsert in self._unborn.pop(thread_id, {}).get(entry.checkpoint_id, []):
+                entry.add_writes(rows, upsert)
+            entry.whole = _held.get() == thread_id
         else:
             if self.trail_channels and previous.whole:
                 entry.trail = [*previous.trail[1 - TRAIL_STEPS :], previous.step(self.trail_channels)]
@@ -259,6 +264,8 @@ class LatestCheckpoints:
         """This process committed pending writes: same conflict rule as the SQL (upsert or do nothing)."""
         entry = self._entries.get(thread_id)
         if entry is None:
+            if _held.get() == thread_id:  # the thread's first checkpoint may not be in yet
+                self._unborn.setdefault(thread_id, {}).setdefault(checkpoint_id, []).append((rows, upsert))
             return
         if entry.checkpoint_id == checkpoint_id:
             entry.add_writes(rows, upsert)
