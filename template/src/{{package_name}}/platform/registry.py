@@ -9,7 +9,6 @@ from typing import Any, Literal
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ..errors import ThreadNotFound
 from .database import Pool
 from .migrations import apply_migrations
 
@@ -86,12 +85,6 @@ class ThreadRegistry:
             cur = await conn.execute(SELECT_THREAD, (thread_id, user_id))
             row = await cur.fetchone()
         return ThreadRecord(**row) if row is not None else None
-
-    async def update_metadata(self, thread_id: str, user_id: str, metadata: dict[str, Any]) -> ThreadRecord:
-        """Merge `metadata` into the thread's (the Agent Server's PATCH semantics)."""
-        if (record := await self.touch(thread_id, user_id, metadata)) is None:
-            raise ThreadNotFound()
-        return record
 
     async def search(
         self,

@@ -80,7 +80,8 @@ class Step:
         return None
 
     def writes_to(self, channel: str) -> list[WriteRow]:
-        return [write for write in self.writes if write[1] == channel.encode()]
+        name = channel.encode()
+        return [write for write in self.writes if write[1] == name]
 
 
 @dataclass(slots=True)
@@ -90,7 +91,7 @@ class _Entry:
     checkpoint: bytes
     metadata: bytes
     channel_versions: dict[str, str]
-    # The checkpoint's primitive channel values, stored inline in its row.
+    # The trail channels' primitive values, stored inline in the checkpoint's row.
     inline: dict[str, Any]
     blobs: dict[tuple[str, str], Blob] = field(default_factory=dict)
     writes: dict[tuple[str, int], WriteRow] = field(default_factory=dict)
@@ -115,15 +116,14 @@ class _Entry:
                     str(idx).encode(),
                 )
 
-    def step(self, channels: frozenset[str]) -> Step:
-        """This checkpoint as a walk over `channels` sees it (their values and writes only)."""
-        names = {channel.encode() for channel in channels}
+    def step(self, channels: frozenset[str], names: frozenset[bytes]) -> Step:
+        """This checkpoint as a walk over `channels` (`names`, encoded) sees it: their values and writes only."""
         return Step(
             self.checkpoint_id,
             self.parent_checkpoint_id,
             self.channel_versions,
             {key: blob for key, blob in self.blobs.items() if key[0] in channels},
-            {channel: value for channel, value in self.inline.items() if channel in channels},
+            self.inline,
             tuple(write for write in self.writes.values() if write[1] in names),
         )
 
@@ -155,6 +155,7 @@ class LatestCheckpoints:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         # The channels trails keep (the compiled graph's delta channels); none: no trails.
         self.trail_channels: frozenset[str] = frozenset()
+        self._trail_names: frozenset[bytes] = frozenset()
         # Writes committed, inside a run's scope, for a thread's first checkpoint before its put returned.
         self._unborn: dict[str, dict[str, list[tuple[Sequence[Any], bool]]]] = {}
 
@@ -192,13 +193,17 @@ class LatestCheckpoints:
         self._count("hit")
         return entry.row(thread_id)
 
-    def trail(self, thread_id: str, checkpoint_id: str) -> tuple[Step, list[Step]] | None:
-        """The latest checkpoint, when it is `checkpoint_id`, and the steps this process saw before it."""
+    def keep_trails(self, channels: frozenset[str]) -> None:
+        self.trail_channels = channels
+        self._trail_names = frozenset(channel.encode() for channel in channels)
+
+    def trail(self, thread_id: str, checkpoint_id: str) -> tuple[str | None, list[Step]] | None:
+        """When `checkpoint_id` is the latest checkpoint: its parent, and the steps this process saw before it."""
         entry = self._entries.get(thread_id)
-        if entry is None or entry.checkpoint_id != checkpoint_id or not self.trail_channels:
+        if entry is None or entry.checkpoint_id != checkpoint_id:
             return None
         self._entries.move_to_end(thread_id)
-        return entry.step(self.trail_channels), entry.trail
+        return entry.parent_checkpoint_id, entry.trail
 
     def fill(self, row: DictRow) -> None:
         """Keep the latest checkpoint just read from PostgreSQL (payloads already resolved)."""
@@ -210,7 +215,7 @@ class LatestCheckpoints:
             checkpoint=_json_copy(checkpoint),
             metadata=_json_copy(row["metadata"]),
             channel_versions=versions,
-            inline=dict(checkpoint.get("channel_values") or {}),
+            inline=self._inline(checkpoint),
         )
         for channel, type_, blob in row["channel_values"] or []:
             name = bytes(channel).decode()
@@ -242,18 +247,19 @@ class LatestCheckpoints:
             checkpoint=_json_copy(checkpoint),
             metadata=_json_copy(metadata),
             channel_versions=versions,
-            inline=dict(checkpoint.get("channel_values") or {}),
+            inline=self._inline(checkpoint),
         )
+        # Writes committed for this checkpoint before its put returned.
+        early = self._unborn.pop(thread_id, {}) if previous is None else previous.early
+        for rows, upsert in early.get(entry.checkpoint_id, []):
+            entry.add_writes(rows, upsert)
         if previous is None:
-            for rows, upsert in self._unborn.pop(thread_id, {}).get(entry.checkpoint_id, []):
-                entry.add_writes(rows, upsert)
             entry.whole = _held.get() == thread_id
         else:
             if self.trail_channels and previous.whole:
-                entry.trail = [*previous.trail[1 - TRAIL_STEPS :], previous.step(self.trail_channels)]
+                step = previous.step(self.trail_channels, self._trail_names)
+                entry.trail = [*previous.trail[1 - TRAIL_STEPS :], step]
             entry.blobs = {key: blob for key, blob in previous.blobs.items() if versions.get(key[0]) == key[1]}
-            for rows, upsert in previous.early.get(entry.checkpoint_id, []):
-                entry.add_writes(rows, upsert)
             # Writes may run ahead by more than one checkpoint: those for later ones wait on.
             entry.early = {cid: writes for cid, writes in previous.early.items() if cid > entry.checkpoint_id}
         for _, _, channel, version, type_, blob in blob_rows:
@@ -275,6 +281,10 @@ class LatestCheckpoints:
             # A write to an older checkpoint (LangGraph waits for delta channels' writes, so not theirs in
             # practice): the trail's copy of its writes is no longer whole.
             entry.trail = [step for step in entry.trail if step.checkpoint_id > checkpoint_id]
+
+    def _inline(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        values = checkpoint.get("channel_values") or {}
+        return {channel: values[channel] for channel in self.trail_channels if channel in values}
 
     def drop(self, thread_id: str) -> None:
         self._entries.pop(thread_id, None)

@@ -272,6 +272,11 @@ class Chain:
     def __post_init__(self) -> None:
         self.positions = {checkpoint_id: n for n, checkpoint_id in enumerate(self.ids)}
 
+    @staticmethod
+    def continuing(target: str, ids: list[str], writes: list[list[PendingWriteTuple]], earlier: Chain) -> Chain:
+        """The walk from `target` that reached `earlier`'s target: `earlier`'s chain goes on from there."""
+        return Chain(target, ids + earlier.ids, writes + earlier.writes, earlier.seeded, earlier.seed)
+
     def history(self, after: int = -1) -> DeltaChannelHistory:
         """The history of the checkpoint at `after` (-1: the walk's own target): the writes of its
         ancestors on the chain, oldest first, and the seed."""
@@ -376,7 +381,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     @delta_channels.setter
     def delta_channels(self, channels: Mapping[str, DeltaChannel[Any]]) -> None:
         self._delta_channels = channels
-        self.latest.trail_channels = frozenset(channels)
+        self.latest.keep_trails(frozenset(channels))
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -573,9 +578,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             await self._timed("prune", self._keep_latest_sealed([str(t) for t in thread_ids]))
         else:
             await self._timed("prune", super().aprune(thread_ids, strategy=strategy))
-        # Afterwards: sealing itself may walk (and cache) the chain the prune then deletes.
+        # Afterwards: sealing itself reads (and caches) the checkpoints and the chain the prune then changes.
         for thread_id in map(str, thread_ids):
-            self.chains.drop(thread_id)
+            self.forget(thread_id)
         if self.payloads is None:
             return
         for thread_id in map(str, thread_ids):
@@ -598,12 +603,11 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             await self._seal(thread_id)
             async with self._cursor() as cur, cur.connection.transaction():
                 await _aexecute(cur, _without_delta_refusal(_keep_latest(thread_id)))
-            self.latest.drop(thread_id)
 
     async def _seal(self, thread_id: str) -> None:
         """Store the latest root checkpoint's rebuilt delta channels there as snapshots, as LangGraph itself
         does every `snapshot_frequency` updates; the checkpoint then reads without its ancestors. The
-        caller forgets the thread's cached latest checkpoint, which this changes."""
+        caller (aprune) forgets what this process keeps of the thread, which this changes."""
         head = await self.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
         if head is None:
             return
@@ -691,7 +695,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             return known
         trail = self.latest.trail(thread_id, checkpoint_id) if self.latest.held(thread_id, checkpoint_ns) else None
         if trail is not None and self.latest.trail_channels.issuperset(channels):
-            if (walked := self._walk_trail(thread_id, *trail, channels)) is not None:
+            if (walked := self._walk_trail(thread_id, checkpoint_id, *trail, channels)) is not None:
                 self._count_walk("memory")
                 return walked
         self._count_walk("postgres")
@@ -759,13 +763,13 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                         for w, key in zip(at, keys, strict=True)
                     ]
                 )
-            chain = Chain(checkpoint_id, chain_by_ch[ch], writes, ch in seed_of, seed_of.get(ch))
             earlier = self.chains.get(thread_id, checkpoint_ns, ch)
-            if stop and chain.ids[-1:] == [stop] and seed_cid.get(ch) != stop and earlier and earlier.target == stop:
-                # The walk reached the earlier walk's target: that walk's chain goes on from there.
-                chain = Chain(
-                    checkpoint_id, chain.ids + earlier.ids, chain.writes + earlier.writes, earlier.seeded, earlier.seed
-                )
+            ids = chain_by_ch[ch]
+            # The walk reached the earlier walk's target: that walk's chain goes on from there.
+            if stop and ids[-1:] == [stop] and seed_cid.get(ch) != stop and earlier and earlier.target == stop:
+                chain = Chain.continuing(checkpoint_id, ids, writes, earlier)
+            else:
+                chain = Chain(checkpoint_id, ids, writes, ch in seed_of, seed_of.get(ch))
             self.chains.put(thread_id, checkpoint_ns, ch, chain)
             history[ch] = chain.history()
         return history
@@ -775,7 +779,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             self.metrics.checkpoint_delta_walks.labels(source).inc()
 
     def _walk_trail(
-        self, thread_id: str, latest: Step, trail: list[Step], channels: list[str]
+        self, thread_id: str, target: str, parent_id: str | None, trail: list[Step], channels: list[str]
     ) -> dict[str, DeltaChannelHistory] | None:
         """The walk DELTA_WALK_SQL makes, over the checkpoints this process wrote, back to a stored value or to
         the target of the previous walk (None: the trail ends before either, so the query must walk)."""
@@ -785,10 +789,10 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             earlier = self.chains.get(thread_id, "", ch)
             ids: list[str] = []
             writes: list[list[PendingWriteTuple]] = []
-            checkpoint_id = latest.parent_checkpoint_id
+            checkpoint_id = parent_id
             while True:
                 if checkpoint_id is None:  # the thread's first checkpoint: nothing stored, nothing written
-                    chain = Chain(latest.checkpoint_id, ids, writes, False)
+                    chain = Chain(target, ids, writes, False)
                     break
                 if (step := steps.get(checkpoint_id)) is None:
                     return None
@@ -799,12 +803,10 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                     if kind == "blob":
                         key = (thread_id, "", ch, step.channel_versions[ch], checkpoint_id)
                         value = self.snapshots.loads(self.serde, value[0].decode(), value[1] or b"", key)
-                    chain = Chain(latest.checkpoint_id, ids, writes, True, value)
+                    chain = Chain(target, ids, writes, True, value)
                     break
                 if earlier is not None and earlier.target == checkpoint_id:
-                    chain = Chain(
-                        latest.checkpoint_id, ids + earlier.ids, writes + earlier.writes, earlier.seeded, earlier.seed
-                    )
+                    chain = Chain.continuing(target, ids, writes, earlier)
                     break
                 checkpoint_id = step.parent_checkpoint_id
             chains[ch] = chain

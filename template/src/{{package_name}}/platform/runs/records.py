@@ -255,10 +255,10 @@ def _record(row: DictRow) -> RunRecord:
 class Claimed:
     run: RunRecord
     queue_seconds: float
-    # The thread's newest root checkpoint ID and its pending writes, when the lease was taken.
+    # The thread's newest root checkpoint ID, its pending writes and its parent, when the lease was taken.
     latest_checkpoint: Latest
     # Other runs were pending as it was claimed (perhaps claimable now).
-    more_pending: bool = True
+    more_pending: bool
 
 
 async def notify(conn: AsyncConnection[DictRow], *keys: str) -> None:
