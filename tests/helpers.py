@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -92,13 +92,18 @@ def pairs_of(combination: dict[str, Any]) -> set[Pair]:
     return set(itertools.combinations(sorted(combination.items(), key=lambda item: item[0]), 2))
 
 
+def all_pairs(combinations: Iterable[dict[str, Any]]) -> set[Pair]:
+    """Every pair of answers that some combination of `combinations` has."""
+    return {pair for combination in combinations for pair in pairs_of(combination)}
+
+
 def pairwise_cover(
     options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS, seeds: tuple[dict[str, Any], ...] = ()
 ) -> list[dict[str, Any]]:
     """The seeds, then greedily the combination that covers the most uncovered pairs of option values,
     until every pair appears together in at least one combination. Ties go to the combination covering
     more pairs of the options with the most values (the scarce pairs), then to product order."""
-    wanted = {pair for combination in all_combinations(options) for pair in pairs_of(combination)}
+    wanted = all_pairs(all_combinations(options))
     chosen = [dict(seed) for seed in seeds]
     for seed in chosen:
         wanted -= pairs_of(seed)
@@ -129,7 +134,7 @@ def fast_tier_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS)
     (every combination is still rendered, linted and type-checked)."""
     runtime = {name: values for name, values in options.items() if name not in (*INERT_IN_TESTS, *DEPLOY_ONLY)}
     others = {name: values for name, values in options.items() if name not in runtime}
-    wanted = {pair for combination in all_combinations(options) for pair in pairs_of(combination)}
+    wanted = all_pairs(all_combinations(options))
     chosen: list[dict[str, Any]] = []
     for combination in all_combinations(runtime):
         best = max(all_combinations(others), key=lambda extra: len(pairs_of({**combination, **extra}) & wanted))

@@ -22,11 +22,11 @@ from .helpers import (
     ROTATED_HEAVY_MODULES,
     Timing,
     all_combinations,
+    all_pairs,
     combination_id,
     default_combination,
     fast_tier_combinations,
     heavy_combinations,
-    pairs_of,
     pairwise_cover,
     render,
     richest_combination,
@@ -96,8 +96,7 @@ def test_fast_tier_runs_once_per_code_combination_pairs_every_answer_and_has_def
     ignored = (*INERT_IN_TESTS, *DEPLOY_ONLY)
     code = {tuple((k, v) for k, v in c.items() if k not in ignored) for c in COMBINATIONS}
     assert {tuple((k, v) for k, v in c.items() if k not in ignored) for c in fast} == code
-    wanted = {pair for combination in COMBINATIONS for pair in pairs_of(combination)}
-    assert wanted <= {pair for combination in fast for pair in pairs_of(combination)}
+    assert all_pairs(COMBINATIONS) <= all_pairs(fast)
     assert len(fast) < len(COMBINATIONS)
     assert default_combination() in fast and richest_combination() in fast
 
@@ -105,8 +104,8 @@ def test_fast_tier_runs_once_per_code_combination_pairs_every_answer_and_has_def
 def test_heavy_set_covers_every_pair_of_live_answers_and_every_answer() -> None:
     heavy = heavy_combinations()
     live = [{k: v for k, v in c.items() if k not in INERT_IN_TESTS} for c in COMBINATIONS]
-    wanted = {pair for combination in live for pair in pairs_of(combination)}
-    covered = {pair for combination in heavy for pair in pairs_of(combination)}
+    wanted = all_pairs(live)
+    covered = all_pairs(heavy)
     assert wanted <= covered
     assert all({c[name] for c in heavy} == set(values) for name, values in MATRIX_OPTIONS.items())
     assert default_combination() in heavy and richest_combination() in heavy
@@ -116,8 +115,7 @@ def test_heavy_set_covers_every_pair_of_live_answers_and_every_answer() -> None:
 def test_cover_grows_with_a_new_option_or_choice() -> None:
     grown = {**MATRIX_OPTIONS, "auth": (*MATRIX_OPTIONS["auth"], "oidc"), "tracing": (False, True)}
     cover = pairwise_cover(grown)
-    wanted = {pair for combination in all_combinations(grown) for pair in pairs_of(combination)}
-    assert {pair for combination in cover for pair in pairs_of(combination)} == wanted
+    assert all_pairs(cover) == all_pairs(all_combinations(grown))
     assert any(c["auth"] == "oidc" and c["tracing"] for c in cover)
     # No smaller than the two largest options' product: each of their pairs needs its own combination.
     sizes = sorted(len(values) for values in grown.values())

@@ -19,7 +19,7 @@ from ..platform.crons import CronRecord, CronSortBy, next_run
 from ..platform.services import Services
 from .deps import ServicesDep, ThreadDep, UserDep
 from .fields import JsonObject, StorableText
-from .runs import RunCreate, callers_thread_id, enqueue_run, enqueue_stateless_run, run_kwargs
+from .runs import RunCreate, check_callers_thread, enqueue_run, enqueue_stateless_run, run_kwargs
 
 router = APIRouter(tags=["crons"])
 
@@ -123,8 +123,9 @@ async def fire(services: Services, cron: CronRecord) -> None:
         body.on_completion = "keep" if cron.on_run_completed == "keep" else "delete"
         await enqueue_stateless_run(services, cron.user_id, body)
         return
-    thread_id = await callers_thread_id(services, cron.user_id, cron.thread_id, body, if_not_exists="reject")
-    await enqueue_run(services, cron.user_id, thread_id, body, temporary=False)
+    body.if_not_exists = "reject"  # the cron's thread, never a new one
+    await check_callers_thread(services, cron.user_id, cron.thread_id, body)
+    await enqueue_run(services, cron.user_id, cron.thread_id, body, temporary=False)
 
 
 @router.post("/threads/{thread_id}/runs/crons")

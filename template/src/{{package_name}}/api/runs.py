@@ -181,20 +181,16 @@ async def run_kwargs(
     }
 
 
-async def callers_thread_id(
-    services: Services, user: str, thread_id: str, body: RunCreate, if_not_exists: str = ""
-) -> str:
+async def check_callers_thread(services: Services, user: str, thread_id: str, body: RunCreate) -> None:
     """The caller's thread; with if_not_exists=create, an ID this server issued to them may be new. A run
     with input only has the ID's signature checked here: its own transaction finds the thread (or 404s)."""
     check_owner(services, user, thread_id)
-    if_not_exists = if_not_exists or body.if_not_exists
     # No input: the run's validation reads the thread's state, which must be the caller's existing thread.
-    if if_not_exists == "create" or body.input is None:
+    if body.if_not_exists == "create" or body.input is None:
         if await services.registry.get(thread_id, user) is None:
-            if if_not_exists != "create":
+            if body.if_not_exists != "create":
                 raise ThreadNotFound()
             await services.registry.create(thread_id, user, "default", {"session_type": "default", "user_id": user})
-    return thread_id
 
 
 async def enqueue_run(
@@ -337,7 +333,7 @@ async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID
 
 @router.post("/threads/{thread_id}/runs")
 async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep, response: Response) -> Any:
-    thread_id = await callers_thread_id(services, user, thread_id, body)
+    await check_callers_thread(services, user, thread_id, body)
     run = await enqueue_run(services, user, thread_id, body, temporary=False)
     response.headers["Content-Location"] = f"/threads/{run.thread_id}/runs/{run.run_id}"
     return run.body()
@@ -345,14 +341,14 @@ async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, use
 
 @router.post("/threads/{thread_id}/runs/wait")
 async def wait_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
-    thread_id = await callers_thread_id(services, user, thread_id, body)
+    await check_callers_thread(services, user, thread_id, body)
     run = await enqueue_run(services, user, thread_id, body, temporary=False)
     return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/threads/{thread_id}/runs/stream")
 async def stream_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
-    thread_id = await callers_thread_id(services, user, thread_id, body)
+    await check_callers_thread(services, user, thread_id, body)
     run = await enqueue_run(services, user, thread_id, body, temporary=False)
     return _sse(services, run, None, body.on_disconnect == "cancel")
 
