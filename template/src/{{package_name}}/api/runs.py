@@ -194,8 +194,15 @@ async def check_callers_thread(services: Services, user: str, thread_id: str, bo
 
 
 async def enqueue_run(
-    services: Services, user: str, thread_id: str, body: RunCreate, temporary: bool, new_thread: bool = False
+    services: Services,
+    user: str,
+    thread_id: str,
+    body: RunCreate,
+    temporary: bool,
+    new_thread: bool = False,
+    follow: Literal["wait", "stream"] | None = None,
 ) -> RunRecord:
+    """Admit a run; `follow`: the caller will wait for its end or read its stream from the first event."""
     run_id = uuid.uuid4()
     bind(thread_id=thread_id, run_id=str(run_id))
     assistant = await services.assistants.get(body.assistant_id, user)
@@ -207,7 +214,9 @@ async def enqueue_run(
         metadata = {"session_type": "stateless", "user_id": user, **stamp}
         await services.registry.create(thread_id, user, "stateless", metadata)
     try:
-        return await services.runs.store.create(
+        return await services.runs.create(
+            waited=follow is not None,
+            streamed=follow == "stream",
             run_id=run_id,
             thread_id=thread_id,
             user_id=user,
@@ -226,9 +235,12 @@ async def enqueue_run(
         raise
 
 
-async def enqueue_stateless_run(services: Services, user: str, body: RunCreate) -> RunRecord:
+async def enqueue_stateless_run(
+    services: Services, user: str, body: RunCreate, follow: Literal["wait", "stream"] | None = None
+) -> RunRecord:
     thread_id = services.thread_ids.generate_thread_id(user, "stateless")
-    return await enqueue_run(services, user, thread_id, body, temporary=body.on_completion == "delete", new_thread=True)
+    temporary = body.on_completion == "delete"
+    return await enqueue_run(services, user, thread_id, body, temporary, new_thread=True, follow=follow)
 
 
 def _locations(run: RunRecord, tail: str) -> dict[str, str]:
@@ -273,18 +285,20 @@ async def _waiting(
 
 
 async def _events(
-    services: Services, run: RunRecord, last_event_id: str | None, cancel_on_disconnect: bool
+    services: Services, run: RunRecord, last_event_id: str | None, cancel_on_disconnect: bool, from_start: bool
 ) -> AsyncIterator[bytes]:
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    # As the Agent Server: an event ID only where a reconnect can resume from it.
+    resumable = bool(run.kwargs.get("stream_resumable"))
     finished = False
     try:
-        async for item in services.runs.stream(
-            run.thread_id, run.run_id, after, services.settings.stream_heartbeat_seconds
-        ):
+        async for item in services.runs.stream(run, after, services.settings.stream_heartbeat_seconds, from_start):
             if item is None:
                 yield b": heartbeat\n\n"
-            else:
+            elif resumable:
                 yield f"event: {item.event}\ndata: {item.data}\nid: {item.id}\n\n".encode()
+            else:
+                yield f"event: {item.event}\ndata: {item.data}\n\n".encode()
         finished = True
     finally:
         if not finished and cancel_on_disconnect:
@@ -292,10 +306,10 @@ async def _events(
 
 
 def _sse(
-    services: Services, run: RunRecord, last_event_id: str | None, cancel_on_disconnect: bool
+    services: Services, run: RunRecord, last_event_id: str | None, cancel_on_disconnect: bool, from_start: bool
 ) -> StreamingResponse:
     return StreamingResponse(
-        _events(services, run, last_event_id, cancel_on_disconnect),
+        _events(services, run, last_event_id, cancel_on_disconnect, from_start),
         media_type="text/event-stream",
         headers={**_locations(run, "/stream"), "Cache-Control": "no-store"},
     )
@@ -342,15 +356,15 @@ async def create_run(thread_id: str, body: RunCreate, services: ServicesDep, use
 @router.post("/threads/{thread_id}/runs/wait")
 async def wait_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
     await check_callers_thread(services, user, thread_id, body)
-    run = await enqueue_run(services, user, thread_id, body, temporary=False)
+    run = await enqueue_run(services, user, thread_id, body, temporary=False, follow="wait")
     return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/threads/{thread_id}/runs/stream")
 async def stream_run(thread_id: str, body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
     await check_callers_thread(services, user, thread_id, body)
-    run = await enqueue_run(services, user, thread_id, body, temporary=False)
-    return _sse(services, run, None, body.on_disconnect == "cancel")
+    run = await enqueue_run(services, user, thread_id, body, temporary=False, follow="stream")
+    return _sse(services, run, None, body.on_disconnect == "cancel", from_start=True)
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -393,7 +407,8 @@ async def join_run_stream(
     cancel_on_disconnect: bool = False,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StreamingResponse:
-    return _sse(services, await _owned_run(services, record, run_id), last_event_id, cancel_on_disconnect)
+    run = await _owned_run(services, record, run_id)
+    return _sse(services, run, last_event_id, cancel_on_disconnect, from_start=False)
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
@@ -423,14 +438,14 @@ async def create_stateless_run(body: RunCreate, services: ServicesDep, user: Use
 
 @router.post("/runs/wait")
 async def wait_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> Response:
-    run = await enqueue_stateless_run(services, user, body)
+    run = await enqueue_stateless_run(services, user, body, follow="wait")
     return await _wait_response(services, run, body.on_disconnect == "cancel")
 
 
 @router.post("/runs/stream")
 async def stream_stateless_run(body: RunCreate, services: ServicesDep, user: UserDep) -> StreamingResponse:
-    run = await enqueue_stateless_run(services, user, body)
-    return _sse(services, run, None, body.on_disconnect == "cancel")
+    run = await enqueue_stateless_run(services, user, body, follow="stream")
+    return _sse(services, run, None, body.on_disconnect == "cancel", from_start=True)
 
 
 @router.post("/runs/batch")

@@ -18,6 +18,7 @@ from psycopg import AsyncConnection, OperationalError
 
 from ..database import Pool
 from ..migrations import apply_migrations
+from .local import LocalRun
 from .records import CHANNEL
 
 log = logging.getLogger(__name__)
@@ -163,19 +164,33 @@ class EventLog:
 
 
 class EventWriter:
-    """One run's events, written in order by one task. Events that arrive while a write is in flight go
-    together in the next one: one round trip per event when idle, batches under load."""
+    """One run's events, in order, from one task: to its readers on this replica in memory, and as rows
+    once `persist` is set (a resumable stream, or a reader on another replica). Rows that arrive while a
+    write is in flight go together in the next one: one round trip per event when idle, batches under load."""
 
-    def __init__(self, log: EventLog, run_id: uuid.UUID) -> None:
+    def __init__(self, log: EventLog, run_id: uuid.UUID, local: LocalRun | None, persist: bool) -> None:
         self._log = log
         self._run_id = run_id
+        self._local = local
+        self.persist = persist
         self._buffer: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
         self._closed = False
-        self._task = asyncio.create_task(self._write(), name=f"run-events-{run_id}")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def wanted(self) -> bool:
+        """Whether anyone may read the events: when not, the run need not build them."""
+        return self.persist or (self._local is not None and self._local.wanted)
 
     def add(self, events: list[tuple[str, str]]) -> None:
+        if self._local is not None:
+            self._local.add(events)
+        if not self.persist or not events:
+            return
         self._buffer.extend(events)
+        if self._task is None:
+            self._task = asyncio.create_task(self._write(), name=f"run-events-{self._run_id}")
         self._wake.set()
 
     async def _write(self) -> None:
@@ -192,7 +207,8 @@ class EventWriter:
         """Wait until every added event is written; raises what a write raised."""
         self._closed = True
         self._wake.set()
-        await self._task
+        if self._task is not None:
+            await self._task
 
     async def abandon(self) -> None:
         """Write what can be written, but never raise: the run is already failing or cancelled."""

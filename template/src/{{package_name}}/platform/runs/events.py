@@ -25,11 +25,13 @@ class MessageAccumulator:
     def __init__(self) -> None:
         self._messages: dict[str, BaseMessage] = {}
 
-    def events(self, chunk: BaseMessage, metadata: dict[str, Any]) -> list[Event]:
+    def events(self, chunk: BaseMessage, metadata: dict[str, Any], build: bool = True) -> list[Event]:
+        """The chunk's events; with `build` false only the message so far is kept (nobody reads yet)."""
         key = chunk.id or "0"
         out = []
         if key not in self._messages:
-            out.append(event("messages/metadata", {key: {"metadata": metadata}}))
+            if build:
+                out.append(event("messages/metadata", {key: {"metadata": metadata}}))
             self._messages[key] = chunk
         else:
             previous = self._messages[key]
@@ -37,7 +39,8 @@ class MessageAccumulator:
                 self._messages[key] = previous + chunk
             else:
                 self._messages[key] = chunk
-        out.append(event("messages/partial", [self._messages[key]]))
+        if build:
+            out.append(event("messages/partial", [self._messages[key]]))
         return out
 
     def complete(self) -> list[Event]:
@@ -55,7 +58,8 @@ class EventBuilder:
         self.values: Any = None
         self.interrupts: Any = None
 
-    def part(self, namespace: tuple[str, ...], mode: str, chunk: Any) -> list[Event]:
+    def part(self, namespace: tuple[str, ...], mode: str, chunk: Any, build: bool = True) -> list[Event]:
+        """The part's events; with `build` false only the run's output is kept (nobody reads its events)."""
         suffix = "|" + "|".join(namespace) if namespace else ""
         if not namespace and mode == "values":
             self.values = chunk
@@ -63,11 +67,12 @@ class EventBuilder:
             self.interrupts = chunk["__interrupt__"]
         if mode == "messages":
             message, metadata = chunk
-            out = [event("messages" + suffix, [message, metadata])] if "messages-tuple" in self.requested else []
+            tuples = build and "messages-tuple" in self.requested
+            out = [event("messages" + suffix, [message, metadata])] if tuples else []
             if self._messages is not None:
-                out += self._messages.events(message, metadata)
+                out += self._messages.events(message, metadata, build)
             return out
-        return [event(mode + suffix, chunk)] if mode in self.requested else []
+        return [event(mode + suffix, chunk)] if build and mode in self.requested else []
 
     def complete(self) -> list[Event]:
         return self._messages.complete() if self._messages is not None else []

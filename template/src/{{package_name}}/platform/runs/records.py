@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 from psycopg.rows import DictRow
@@ -31,6 +32,117 @@ INFLIGHT: tuple[RunStatus, ...] = ("pending", "running")
 
 # LISTEN/NOTIFY channel; the payload names what changed (see bus.py).
 CHANNEL = "service_runs"
+
+# Run admission as one statement: the thread's (and user's) lock, the thread's touch, the multitask and
+# per-user checks and the insert, in one round trip and one server-side transaction. Each statement in a
+# PL/pgSQL function takes a fresh snapshot, so every check after the lock sees what committed before it.
+# A run on an idle thread with nothing claimable queued is inserted already claimed by `p_owner` (when
+# given): the creating replica executes it at once, with no claim query and no notification.
+# Refusals are errors with the SQLSTATEs below; 'busy' hands an interrupt/rollback on a busy thread to
+# RunStore.create's slower path, which cancels what is in flight in the same transaction as the insert.
+ADMIT_RUN_FUNCTION = """
+CREATE OR REPLACE FUNCTION service_admit_run(
+    p_run_id uuid, p_thread_id text, p_user_id text, p_assistant_id text, p_strategy text, p_kwargs jsonb,
+    p_metadata jsonb, p_temporary boolean, p_after_seconds float8, p_max_user_runs integer, p_stamp jsonb,
+    p_owner text, p_lease_seconds float8, p_watched boolean, p_streamed boolean
+) RETURNS TABLE (
+    run_id uuid, thread_id text, user_id text, assistant_id text, status text, multitask_strategy text, kwargs jsonb,
+    metadata jsonb, output jsonb, error jsonb, temporary boolean, created_at timestamptz, updated_at timestamptz,
+    started_at timestamptz, ended_at timestamptz, attempt integer, cancel_reason text, watched boolean,
+    streamed boolean, latest_checkpoint_id text, latest_checkpoint_parent text, latest_checkpoint_writes bigint
+) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    busy boolean;
+    active bigint;
+    claim boolean;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('service_runs'), hashtext(p_thread_id));
+    IF p_max_user_runs IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtext('service_runs/user'), hashtext(p_user_id));
+    END IF;
+    IF p_stamp IS NOT NULL THEN
+        UPDATE service_threads SET metadata = metadata || p_stamp, updated_at = now()
+        WHERE thread_id = p_thread_id AND user_id = p_user_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'thread not found' USING ERRCODE = 'SR404';
+        END IF;
+    END IF;
+    busy := EXISTS (
+        SELECT 1 FROM service_runs WHERE thread_id = p_thread_id AND status IN ('pending', 'running')
+    );
+    IF busy AND p_strategy = 'reject' THEN
+        RAISE EXCEPTION 'thread busy' USING ERRCODE = 'SR409';
+    ELSIF busy AND p_strategy <> 'enqueue' THEN
+        RAISE EXCEPTION 'thread busy' USING ERRCODE = 'SRBSY';
+    END IF;
+    IF p_max_user_runs IS NOT NULL THEN
+        SELECT count(*) INTO active FROM service_runs WHERE user_id = p_user_id AND status IN ('pending', 'running');
+        IF active >= p_max_user_runs THEN
+            RAISE EXCEPTION '%', active USING ERRCODE = 'SR429';
+        END IF;
+    END IF;
+    -- Claimable runs already queued go first: a new run does not overtake them.
+    claim := p_owner IS NOT NULL AND NOT busy AND p_after_seconds = 0 AND NOT EXISTS (
+        SELECT 1 FROM service_runs q WHERE q.status = 'pending' AND q.not_before <= now()
+          AND NOT EXISTS (SELECT 1 FROM service_runs x WHERE x.thread_id = q.thread_id AND x.status = 'running')
+    );
+    IF NOT claim THEN
+        PERFORM pg_notify('service_runs', 'queue');
+    END IF;
+    RETURN QUERY INSERT INTO service_runs AS r (run_id, thread_id, user_id, assistant_id, multitask_strategy, kwargs,
+        metadata, temporary, not_before, status, attempt, lease_owner, lease_expires_at, started_at, watched, streamed)
+    VALUES (p_run_id, p_thread_id, p_user_id, p_assistant_id, p_strategy, p_kwargs, p_metadata, p_temporary,
+        now() + make_interval(secs => p_after_seconds),
+        CASE WHEN claim THEN 'running' ELSE 'pending' END, CASE WHEN claim THEN 1 ELSE 0 END,
+        CASE WHEN claim THEN p_owner END,
+        CASE WHEN claim THEN now() + make_interval(secs => p_lease_seconds) END,
+        CASE WHEN claim THEN clock_timestamp() END,
+        p_watched AND NOT claim, p_streamed AND NOT claim)
+    RETURNING r.run_id, r.thread_id, r.user_id, r.assistant_id, r.status, r.multitask_strategy, r.kwargs, r.metadata,
+        r.output, r.error, r.temporary, r.created_at, r.updated_at, r.started_at, r.ended_at, r.attempt,
+        r.cancel_reason, r.watched, r.streamed,
+        -- As a claim reads it: the thread's newest checkpoint validates this replica's cached copy.
+        CASE WHEN claim THEN (SELECT c.checkpoint_id FROM checkpoints c WHERE c.thread_id = p_thread_id
+            AND c.checkpoint_ns = '' ORDER BY c.checkpoint_id DESC LIMIT 1) END,
+        CASE WHEN claim THEN (SELECT c.parent_checkpoint_id FROM checkpoints c WHERE c.thread_id = p_thread_id
+            AND c.checkpoint_ns = '' ORDER BY c.checkpoint_id DESC LIMIT 1) END,
+        CASE WHEN claim THEN (SELECT count(*) FROM checkpoint_writes w WHERE w.thread_id = p_thread_id
+            AND w.checkpoint_ns = '' AND w.checkpoint_id = (SELECT c.checkpoint_id FROM checkpoints c
+                WHERE c.thread_id = p_thread_id AND c.checkpoint_ns = '' ORDER BY c.checkpoint_id DESC LIMIT 1)) END;
+END $$
+"""
+# The end of a run as one statement: its status and output; its own notification only when someone on
+# another replica watches it; and the claimers woken only when its thread has runs queued behind it.
+# Under the thread's lock (as run creation), a run enqueued meanwhile is either seen here or created
+# after the finish; when the lock is busy (a creation or a sweep holds it), claimers are woken anyway.
+# The lock is only tried: a finish must not wait on a sweep or a creation past its lease.
+FINISH_RUN_FUNCTION = """
+CREATE OR REPLACE FUNCTION service_finish_run(
+    p_run_id uuid, p_owner text, p_status text, p_output jsonb, p_error jsonb
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    finished record;
+BEGIN
+    UPDATE service_runs SET status = p_status, output = p_output, error = p_error, ended_at = clock_timestamp(),
+        updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+    WHERE run_id = p_run_id AND lease_owner = p_owner AND status = 'running'
+    RETURNING thread_id, watched INTO finished;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF finished.watched THEN
+        PERFORM pg_notify('service_runs', p_run_id::text);
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtext('service_runs'), hashtext(finished.thread_id)) OR EXISTS (
+        SELECT 1 FROM service_runs p WHERE p.thread_id = finished.thread_id AND p.status = 'pending'
+          AND p.not_before <= now()
+    ) THEN
+        PERFORM pg_notify('service_runs', 'queue');
+    END IF;
+    RETURN true;
+END $$
+"""
 
 MIGRATIONS = (
     """
@@ -67,19 +179,48 @@ MIGRATIONS = (
     # The per-user active-runs count on every run creation (quotas): only the user's runs in flight.
     "CREATE INDEX IF NOT EXISTS service_runs_user_active_idx ON service_runs (user_id)"
     " WHERE status IN ('pending', 'running')",
+    # Admission asks whether a thread is busy on every run: only the runs in flight, not a thread's history.
+    "CREATE INDEX IF NOT EXISTS service_runs_thread_active_idx ON service_runs (thread_id)"
+    " WHERE status IN ('pending', 'running')",
+    # Someone on another replica than the executing one waits for the run's end (`watched`: its finish
+    # notifies) or reads its stream (`streamed`: its events become rows). Nobody else needs either.
+    "ALTER TABLE service_runs ADD COLUMN IF NOT EXISTS watched BOOLEAN NOT NULL DEFAULT false",
+    "ALTER TABLE service_runs ADD COLUMN IF NOT EXISTS streamed BOOLEAN NOT NULL DEFAULT false",
+    ADMIT_RUN_FUNCTION,
+    FINISH_RUN_FUNCTION,
 )
 
 COLUMNS = """run_id, thread_id, user_id, assistant_id, status, multitask_strategy, kwargs, metadata, output, error,
-    temporary, created_at, updated_at, started_at, ended_at, attempt, cancel_reason"""
+    temporary, created_at, updated_at, started_at, ended_at, attempt, cancel_reason, watched, streamed"""
 
+ADMIT_RUN = f"""
+    SELECT {COLUMNS}, latest_checkpoint_id, latest_checkpoint_parent, latest_checkpoint_writes
+    FROM service_admit_run(%(run_id)s, %(thread_id)s, %(user_id)s, %(assistant_id)s, %(strategy)s, %(kwargs)s,
+        %(metadata)s, %(temporary)s, %(after_seconds)s, %(max_user_runs)s, %(stamp)s, %(owner)s, %(lease_seconds)s,
+        %(watched)s, %(streamed)s)
+"""
+# Admission's refusals (service_admit_run raises them).
+THREAD_MISSING, THREAD_BUSY, USER_BUSY, NEEDS_CANCEL = "SR404", "SR409", "SR429", "SRBSY"
+# The slower path of admission, for an interrupt or rollback of the runs in flight on a thread.
 INSERT_RUN = f"""
     INSERT INTO service_runs (run_id, thread_id, user_id, assistant_id, multitask_strategy, kwargs, metadata,
-        temporary, not_before)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))
+        temporary, not_before, watched, streamed)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s), %s, %s)
     RETURNING {COLUMNS}
 """
+# A waiter or reader on another replica than the executing one: the run's end must notify, or its events be
+# rows. Also the waiter's first read of the run.
+WATCH_RUN = f"""
+    WITH marked AS (
+        UPDATE service_runs SET watched = true, streamed = streamed OR %(stream)s
+        WHERE run_id = %(run_id)s AND thread_id = %(thread_id)s
+        RETURNING {COLUMNS}
+    )
+    -- The executing replica starts writing the events at once, not at its next lease renewal.
+    SELECT marked.*, CASE WHEN %(stream)s THEN pg_notify(%(channel)s, 'stream:' || marked.run_id::text) END
+    FROM marked
+"""
 LOCK_THREAD = "SELECT pg_advisory_xact_lock(hashtext('service_runs'), hashtext(%s))"
-TRY_LOCK_THREAD = "SELECT pg_try_advisory_xact_lock(hashtext('service_runs'), hashtext(%s)) AS locked"
 # And the user's lock as well. It serialises run creation per user, so two replicas cannot both admit the
 # user's last allowed run. Only this statement waits for both locks (the others wait for the thread's, or
 # only try), so whatever order PostgreSQL takes them in, no two transactions wait for each other.
@@ -143,28 +284,14 @@ CLAIM_RUN = f"""
 RENEW_LEASE = """
     UPDATE service_runs SET lease_expires_at = now() + make_interval(secs => %s)
     WHERE run_id = %s AND lease_owner = %s AND status = 'running'
-    RETURNING cancel_reason
+    RETURNING cancel_reason, streamed
 """
-# Claimers are woken only when the thread has a run queued behind this one: replicas do not all query for
-# every finished run. Under the thread's lock (as run creation), a run enqueued meanwhile is either seen
-# here or created after the finish; when the lock is busy (`wake`), claimers are woken anyway.
-FINISH_RUN = """
-    WITH finished AS (
-        UPDATE service_runs r SET status = %(status)s, output = %(output)s, error = %(error)s,
-            ended_at = clock_timestamp(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-        WHERE run_id = %(run_id)s AND lease_owner = %(owner)s AND status = 'running'
-        RETURNING r.run_id,
-            %(wake)s OR EXISTS (
-                SELECT 1 FROM service_runs p WHERE p.thread_id = r.thread_id AND p.status = 'pending'
-                  AND p.not_before <= now()
-            ) AS queued
-    )
-    SELECT pg_notify(%(channel)s, run_id::text), CASE WHEN queued THEN pg_notify(%(channel)s, 'queue') END
-    FROM finished
-"""
+FINISH_RUN = "SELECT service_finish_run(%s, %s, %s, %s, %s) AS ours"
 # A run handed back (shutdown) or whose lease expired under the 'retry' policy runs again from its checkpoint.
+# Whoever waited on this replica now waits from afar: the run's end notifies, its events become rows.
 REQUEUE_RUN = """
-    UPDATE service_runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    UPDATE service_runs SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+        watched = true, streamed = true
     WHERE run_id = %s AND lease_owner = %s AND status = 'running'
 """
 EXPIRE_LEASES = """
@@ -227,6 +354,9 @@ class RunRecord:
     ended_at: datetime | None
     attempt: int
     cancel_reason: str | None
+    # Someone waits on another replica than the executing one / reads its stream there (see WATCH_RUN).
+    watched: bool = False
+    streamed: bool = False
 
     @property
     def done(self) -> bool:
@@ -252,6 +382,21 @@ def _record(row: DictRow) -> RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Renewal:
+    ours: bool
+    cancel_reason: str | None
+    streamed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A replica's offer to execute a new run itself, as a worker would after claiming it."""
+
+    owner: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     run: RunRecord
     queue_seconds: float
@@ -259,6 +404,23 @@ class Claimed:
     latest_checkpoint: Latest
     # Other runs were pending as it was claimed (perhaps claimable now).
     more_pending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    run: RunRecord
+    # Set when the run was inserted running under the creating replica's lease.
+    claimed: Claimed | None
+
+
+BUSY_MESSAGE = "Thread is already running a task; wait for it or choose another multitask strategy"
+
+
+def _too_many(active: int, limit: int | None) -> TooManyRequests:
+    return TooManyRequests(
+        f"this user already has {active} runs pending or running (limit {limit})",
+        retry_after=RETRY_ACTIVE_RUNS_SECONDS,
+    )
 
 
 async def notify(conn: AsyncConnection[DictRow], *keys: str) -> None:
@@ -290,63 +452,96 @@ class RunStore:
         after_seconds: float = 0,
         max_user_runs: int | None = None,
         stamp: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        """Insert a pending run, applying the multitask strategy to the thread's runs in flight.
+        claim: Claim | None = None,
+        watched: bool = False,
+        streamed: bool = False,
+    ) -> Admitted:
+        """Insert a run, applying the multitask strategy to the thread's runs in flight.
 
         A per-thread transaction lock makes the check-then-insert atomic across replicas, so two
         'reject' runs can never both be accepted, and an interrupted run is cancelled exactly once.
         With `stamp`, the user's thread must exist: it is touched, `stamp` merged into its metadata, in
         the same transaction (ThreadNotFound otherwise, and nothing is written).
+        With `claim`, a run that can start at once is inserted running under that lease (`Admitted.claimed`);
+        otherwise it is pending for the workers. `watched` / `streamed`: the caller will wait for it / read
+        its stream, and must be told from afar if another replica runs it.
         """
-        # Pipelined: statements go out together and results are read at the end (or where a decision
-        # needs them), so an 'enqueue' run costs one round trip.
+        params = {
+            "run_id": run_id,
+            "thread_id": thread_id,
+            "user_id": user_id,
+            "assistant_id": assistant_id,
+            "strategy": strategy,
+            "kwargs": Jsonb(kwargs),
+            "metadata": Jsonb(metadata),
+            "temporary": temporary,
+            "after_seconds": after_seconds,
+            "max_user_runs": max_user_runs,
+            "stamp": None if stamp is None else Jsonb(stamp),
+            "owner": claim.owner if claim else None,
+            "lease_seconds": claim.lease_seconds if claim else 0,
+            "watched": watched,
+            "streamed": streamed,
+        }
+        try:
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(ADMIT_RUN, params)).fetchone()
+        except psycopg.Error as exc:
+            if exc.sqlstate == THREAD_MISSING:
+                raise ThreadNotFound() from None
+            if exc.sqlstate == THREAD_BUSY:
+                raise Conflict(BUSY_MESSAGE) from None
+            if exc.sqlstate == USER_BUSY:
+                raise _too_many(int(exc.diag.message_primary or 0), max_user_runs) from None
+            if exc.sqlstate != NEEDS_CANCEL:
+                raise
+            return Admitted(await self._create_cancelling(params), None)
+        assert row is not None
+        run = _record(row)
+        if run.status != "running":
+            return Admitted(run, None)
+        latest = (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]), row["latest_checkpoint_parent"])
+        return Admitted(run, Claimed(run, 0.0, latest, False))
+
+    async def _create_cancelling(self, params: dict[str, Any]) -> RunRecord:
+        """An interrupt or rollback on a busy thread: what is in flight is cancelled in the insert's transaction."""
+        thread_id, user_id, max_user_runs = params["thread_id"], params["user_id"], params["max_user_runs"]
+        # Pipelined: statements go out together and results are read where a decision needs them.
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             if max_user_runs is None:
                 await conn.execute(LOCK_THREAD, (thread_id,))
             else:
                 await conn.execute(LOCK_THREAD_AND_USER, (thread_id, user_id))
-            touched = None if stamp is None else await conn.execute(UPDATE_METADATA, (Jsonb(stamp), thread_id, user_id))
-
-            async def found() -> None:
-                """A missing thread is a 404 before any other refusal (read where the pipeline syncs anyway)."""
-                if touched is not None and await touched.fetchone() is None:
-                    raise ThreadNotFound()  # the transaction rolls back: no run, no notification
-
-            inflight: list[Any] = []
-            if strategy != "enqueue":
-                cur = await conn.execute(INFLIGHT_OF_THREAD, (thread_id,))
-                inflight = [row["run_id"] for row in await cur.fetchall()]
-                if inflight and strategy == "reject":
-                    await found()
-                    raise Conflict("Thread is already running a task; wait for it or choose another multitask strategy")
+            stamp = params["stamp"]
+            touched = None if stamp is None else await conn.execute(UPDATE_METADATA, (stamp, thread_id, user_id))
+            cur = await conn.execute(INFLIGHT_OF_THREAD, (thread_id,))
+            inflight = [row["run_id"] for row in await cur.fetchall()]
+            if touched is not None and await touched.fetchone() is None:
+                raise ThreadNotFound()  # the transaction rolls back: no run, no notification
             if max_user_runs is not None:
                 # Runs this one interrupts or rolls back end now, so they do not count against it.
-                ending = len(inflight) if strategy in ("interrupt", "rollback") else 0
                 row = await (await conn.execute(INFLIGHT_OF_USER, (user_id,))).fetchone()
-                if row is not None and row["n"] - ending >= max_user_runs:
-                    await found()
-                    raise TooManyRequests(
-                        f"this user already has {row['n']} runs pending or running (limit {max_user_runs})",
-                        retry_after=RETRY_ACTIVE_RUNS_SECONDS,
-                    )
-            if inflight and strategy in ("interrupt", "rollback"):
-                await self._cancel(conn, inflight, strategy)
+                if row is not None and row["n"] - len(inflight) >= max_user_runs:
+                    raise _too_many(row["n"], max_user_runs)
+            if inflight:
+                await self._cancel(conn, inflight, params["strategy"])
             cur = await conn.execute(
                 INSERT_RUN,
                 (
-                    run_id,
+                    params["run_id"],
                     thread_id,
                     user_id,
-                    assistant_id,
-                    strategy,
-                    Jsonb(kwargs),
-                    Jsonb(metadata),
-                    temporary,
-                    after_seconds,
+                    params["assistant_id"],
+                    params["strategy"],
+                    params["kwargs"],
+                    params["metadata"],
+                    params["temporary"],
+                    params["after_seconds"],
+                    params["watched"],
+                    params["streamed"],
                 ),
             )
             await notify(conn, "queue")
-            await found()
         row = await cur.fetchone()
         assert row is not None
         return _record(row)
@@ -420,27 +615,25 @@ class RunStore:
         latest = (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]), row["latest_checkpoint_parent"])
         return Claimed(_record(row), row["queue_seconds"], latest, row["more_pending"])
 
-    async def renew(self, run_id: uuid.UUID, owner: str, lease_seconds: float) -> tuple[bool, str | None]:
-        """(still ours, cancel requested): a run whose lease was taken away must stop writing."""
+    async def renew(self, run_id: uuid.UUID, owner: str, lease_seconds: float) -> Renewal:
+        """Whether the lease is still ours (a run whose lease was taken away must stop writing), a cancel
+        requested, and whether someone on another replica reads its stream."""
         async with self._pool.connection() as conn:
             row = await (await conn.execute(RENEW_LEASE, (lease_seconds, run_id, owner))).fetchone()
-        return (False, None) if row is None else (True, row["cancel_reason"])
+        return Renewal(False, None, False) if row is None else Renewal(True, row["cancel_reason"], row["streamed"])
+
+    async def watch(self, run: RunRecord, stream: bool) -> RunRecord | None:
+        """The run as it is now, marked as waited for (and read, with `stream`) from this replica."""
+        async with self._pool.connection() as conn:
+            params = {"stream": stream, "run_id": run.run_id, "thread_id": run.thread_id, "channel": CHANNEL}
+            row = await (await conn.execute(WATCH_RUN, params)).fetchone()
+        return _record(row) if row is not None else None
 
     async def finish(
         self, run: RunRecord, owner: str, status: RunStatus, output: Any, error: dict[str, Any] | None
     ) -> None:
-        finished = {
-            "status": status,
-            "output": Jsonb(output),
-            "error": Jsonb(error) if error else None,
-            "run_id": run.run_id,
-            "owner": owner,
-            "channel": CHANNEL,
-        }
-        async with self._pool.connection() as conn, conn.transaction():
-            # Only tried: a finish must not wait on a sweep or a creation past its lease.
-            locked = await (await conn.execute(TRY_LOCK_THREAD, (run.thread_id,))).fetchone()
-            await conn.execute(FINISH_RUN, {**finished, "wake": not (locked and locked["locked"])})
+        async with self._pool.connection() as conn:
+            await conn.execute(FINISH_RUN, (run.run_id, owner, status, Jsonb(output), Jsonb(error) if error else None))
 
     async def requeue(self, run: RunRecord, owner: str) -> None:
         async with self._pool.connection() as conn, conn.transaction():

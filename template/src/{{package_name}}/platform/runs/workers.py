@@ -13,7 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -33,7 +33,8 @@ from ..registry import ThreadRegistry
 from ..tracing import Tracing
 from .bus import EventLog, EventWriter, Notifier, wait_for
 from .events import EventBuilder, event
-from .records import Claimed, RunRecord, RunStore
+from .local import LEFT, LocalRun, LocalRuns
+from .records import Claim, Claimed, RunRecord, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,30 @@ class WorkerSettings:
 
 class _LeaseLost(Exception):
     """Another replica declared this run's lease expired: stop without writing its outcome."""
+
+
+class _Slots:
+    """The runs this replica may still start: taken by the claimer (waiting) or by run creation (never)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._freed = asyncio.Event()
+
+    def try_take(self) -> bool:
+        if self.free == 0:
+            return False
+        self.free -= 1
+        return True
+
+    async def take(self) -> None:
+        while self.free == 0:
+            self._freed.clear()
+            await self._freed.wait()
+        self.free -= 1
+
+    def give(self) -> None:
+        self.free += 1
+        self._freed.set()
 
 
 class RunWorkers:
@@ -81,6 +106,9 @@ class RunWorkers:
         # The saver's in-memory latest checkpoints, valid while this replica holds a thread's lease.
         self.latest = checkpointer.latest if isinstance(checkpointer, PooledPostgresSaver) else None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # What waiters and stream readers on this replica read in memory.
+        self.local = LocalRuns()
+        self._slots = _Slots(settings.workers)
         self._claiming = True
         self._executing: set[asyncio.Task[None]] = set()
         self.tasks: list[asyncio.Task[None]] = []
@@ -109,14 +137,13 @@ class RunWorkers:
         One claiming loop per replica, not one per worker: a NOTIFY then costs one claim query, not a
         herd of them competing with running graphs for pooled connections.
         """
-        slots = asyncio.Semaphore(self.settings.workers)
         # Nothing more to claim, as far as the last claim saw: wait for a notification (or the poll interval).
         idle = False
         with self.notifier.subscribe("queue") as wake:
             while self._claiming:
-                await slots.acquire()
                 if idle:
                     await wait_for(wake, self.settings.poll_seconds)
+                await self._slots.take()
                 # Cleared before the claim: a run enqueued after the claim's snapshot sets it again.
                 wake.clear()
                 try:
@@ -126,16 +153,45 @@ class RunWorkers:
                     claimed = None
                 idle = claimed is None or not claimed.more_pending
                 if claimed is None:
-                    slots.release()
+                    self._slots.give()
                     continue
-                task = asyncio.create_task(self._execute(claimed), name=f"run-{claimed.run.run_id}")
-                self._executing.add(task)
-                task.add_done_callback(self._executing.discard)
-                task.add_done_callback(lambda _: slots.release())
+                self._launch(claimed, self.local.start(claimed.run))
+
+    # Claimed on creation
+
+    def offer(self) -> Claim | None:
+        """A lease for a new run to be inserted already claimed, when a slot is free here; `decline` it
+        or `start` the run."""
+        if not self._claiming or not self._slots.try_take():
+            return None
+        return Claim(self.owner, self.settings.lease_seconds)
+
+    def decline(self) -> None:
+        self._slots.give()
+
+    def execute(self, claimed: Claimed, expect_reader: bool) -> LocalRun:
+        """Execute a run that creation inserted under this replica's lease (its slot taken by `offer`)."""
+        local = self.local.start(claimed.run, expect_reader)
+        self._launch(claimed, local)
+        return local
+
+    def _launch(self, claimed: Claimed, local: LocalRun) -> None:
+        task = asyncio.create_task(self._execute(claimed, local), name=f"run-{claimed.run.run_id}")
+        self._executing.add(task)
+        task.add_done_callback(self._executing.discard)
+        task.add_done_callback(lambda _: self._slots.give())
 
     # Executing
 
-    async def _execute(self, claimed: Claimed) -> None:
+    async def _execute(self, claimed: Claimed, local: LocalRun) -> None:
+        try:
+            await self._traced(claimed, local)
+        finally:
+            # Whatever happened, nobody here waits on this run from memory any more.
+            local.end(LEFT)
+            self.local.stop(local)
+
+    async def _traced(self, claimed: Claimed, local: LocalRun) -> None:
         run = claimed.run
         carrier = run.kwargs.get("trace_context") or {}
         # The graph task starts inside both: its log records and its SQL spans belong to this run.
@@ -143,20 +199,22 @@ class RunWorkers:
             log_context(thread_id=run.thread_id, run_id=str(run.run_id)),
             self.tracing.run_span(run.run_id, run.thread_id, run.attempt, carrier) as span,
         ):
-            status = await self._execute_run(claimed)
+            status = await self._execute_run(claimed, local)
             span.set_attribute("run.status", status)
             if status == "error":
                 span.set_status(StatusCode.ERROR)
 
-    async def _execute_run(self, claimed: Claimed) -> str:
+    async def _execute_run(self, claimed: Claimed, local: LocalRun) -> str:
         run = claimed.run
         self.metrics.run_queue_wait.observe(claimed.queue_seconds)
         started = time.perf_counter()
         self.metrics.runs_started.inc()
         builder = EventBuilder(_stream_modes(run.kwargs))
-        graph_task = asyncio.create_task(self._run_graph(run, builder, claimed.latest_checkpoint))
+        # Rows only for a resumable stream or a reader on another replica; the rest is memory.
+        writer = EventWriter(self.events, run.run_id, local, bool(run.kwargs.get("stream_resumable")) or run.streamed)
+        graph_task = asyncio.create_task(self._run_graph(run, builder, writer, claimed.latest_checkpoint))
         try:
-            cancel_reason = await self._supervise(run, graph_task)
+            cancel_reason = await self._supervise(run, graph_task, writer)
         except _LeaseLost:
             log.warning("run %s lost its lease; another replica ended it", run.run_id)
             return "lease_lost"
@@ -167,7 +225,16 @@ class RunWorkers:
         status, output, error = await self._outcome(run, graph_task, builder, cancel_reason)
         self.metrics.run_duration.labels(status).observe(time.perf_counter() - started)
         # The outcome must reach the database even across a short outage, or waiters wait out the lease.
-        await _retrying(self._record_outcome, run, status, output, error)
+        try:
+            await _retrying(self._record_outcome, run, status, output, error)
+        except BaseException as exc:
+            local.fail(exc)
+            raise
+        # Committed: waiters here may answer now.
+        if status == "rollback":
+            local.end(None)
+        elif status != "handed_back":
+            local.end(replace(run, status=cast(Any, status), output=output, error=error))
         return status
 
     async def _record_outcome(self, run: RunRecord, status: str, output: Any, error: dict[str, Any] | None) -> None:
@@ -185,26 +252,30 @@ class RunWorkers:
             await self.checkpointer.adelete_thread(run.thread_id)
             await self.registry.delete(run.thread_id, run.user_id)
 
-    async def _supervise(self, run: RunRecord, graph_task: asyncio.Task[None]) -> str | None:
+    async def _supervise(self, run: RunRecord, graph_task: asyncio.Task[None], writer: EventWriter) -> str | None:
         """Renew the lease until the graph ends; a cancel request (from any replica) stops it early."""
         try:
-            return await self._renew_until_done(run, graph_task)
+            return await self._renew_until_done(run, graph_task, writer)
         except asyncio.CancelledError:
             # Shutdown past the drain period: the run goes back to the queue for another replica.
             return "handed_back"
 
-    async def _renew_until_done(self, run: RunRecord, graph_task: asyncio.Task[None]) -> str | None:
+    async def _renew_until_done(
+        self, run: RunRecord, graph_task: asyncio.Task[None], writer: EventWriter
+    ) -> str | None:
         heartbeat = self.settings.lease_seconds / 3
         deadline = time.monotonic() + (self.settings.max_seconds or math.inf)
-        with self.notifier.subscribe(f"cancel:{run.run_id}") as cancel:
+        run_id = run.run_id
+        # A cancel request, or a reader on another replica: either way the renewal says which.
+        with self.notifier.subscribe(f"cancel:{run_id}", f"stream:{run_id}") as asked:
             while not graph_task.done():
-                waker = asyncio.create_task(cancel.wait())
+                waker = asyncio.create_task(asked.wait())
                 wait = min(heartbeat, max(deadline - time.monotonic(), 0))
                 try:
                     await asyncio.wait({graph_task, waker}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     waker.cancel()
-                cancel.clear()
+                asked.clear()
                 if graph_task.done():
                     break
                 if time.monotonic() >= deadline:
@@ -212,15 +283,17 @@ class RunWorkers:
                     self.metrics.run_timeouts.inc()
                     return "timeout"
                 try:
-                    ours, reason = await self.store.renew(run.run_id, self.owner, self.settings.lease_seconds)
+                    renewal = await self.store.renew(run_id, self.owner, self.settings.lease_seconds)
                 except DATABASE_OUTAGES as exc:  # an outage shorter than the lease costs nothing
-                    log.warning("renewing the lease of run %s failed: %s", run.run_id, exc)
+                    log.warning("renewing the lease of run %s failed: %s", run_id, exc)
                     continue
-                if not ours:
+                if not renewal.ours:
                     raise _LeaseLost()
-                if reason is not None:
-                    self.metrics.run_cancellations.labels(reason).inc()
-                    return reason
+                # Someone on another replica reads the stream: the events from now on become rows.
+                writer.persist = writer.persist or renewal.streamed
+                if renewal.cancel_reason is not None:
+                    self.metrics.run_cancellations.labels(renewal.cancel_reason).inc()
+                    return renewal.cancel_reason
         return None
 
     async def _outcome(
@@ -256,15 +329,15 @@ class RunWorkers:
         except DATABASE_OUTAGES as append_failed:
             log.warning("run %s: its error event was lost: %s", run.run_id, append_failed)
 
-    async def _run_graph(self, run: RunRecord, builder: EventBuilder, latest: Latest) -> None:
+    async def _run_graph(self, run: RunRecord, builder: EventBuilder, writer: EventWriter, latest: Latest) -> None:
         if self.latest is None:
-            await self._stream_graph(run, builder)
+            await self._stream_graph(run, builder, writer)
             return
         # Runs in the graph's own task: the scope covers the graph's reads and nothing else.
         with self.latest.holding(run.thread_id, latest):
-            await self._stream_graph(run, builder)
+            await self._stream_graph(run, builder, writer)
 
-    async def _stream_graph(self, run: RunRecord, builder: EventBuilder) -> None:
+    async def _stream_graph(self, run: RunRecord, builder: EventBuilder, writer: EventWriter) -> None:
         kwargs = run.kwargs
         config = cast(RunnableConfig, kwargs["config"])
         if callbacks := self.tracing.callbacks(run.run_id, run.thread_id):
@@ -275,8 +348,8 @@ class RunWorkers:
         if run.attempt > 1 and await self._wrote_checkpoints(run):
             # A re-run after a crash continues from the run's last checkpoint instead of repeating its input.
             graph_input = None
-        writer = EventWriter(self.events, run.run_id)
-        writer.add([event("metadata", {"run_id": str(run.run_id), "attempt": run.attempt})])
+        if writer.wanted:
+            writer.add([event("metadata", {"run_id": str(run.run_id), "attempt": run.attempt})])
         # The run sees only its user's memory: a copy of the graph whose store is scoped to run.user_id.
         graph = self.graph
         if graph.store is not None:
@@ -295,8 +368,9 @@ class RunWorkers:
             ):
                 namespace, mode, chunk = cast(tuple[tuple[str, ...], str, Any], part)
                 if kwargs.get("stream_subgraphs") or not namespace:
-                    writer.add(builder.part(namespace, mode, chunk))
-            writer.add(builder.complete())
+                    # Events nobody can read are not built: a wait with no stream reader only needs the output.
+                    writer.add(builder.part(namespace, mode, chunk, writer.wanted))
+            writer.add(builder.complete() if writer.wanted else [])
         except BaseException:
             await writer.abandon()
             raise
