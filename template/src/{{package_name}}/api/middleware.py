@@ -1,4 +1,4 @@
-"""Request size limit, JSON bodies, CORS and request metrics, as pure ASGI middleware so streaming still streams."""
+"""Request IDs, JSON bodies, metrics, CORS and the size limit, as pure ASGI middleware so streaming still streams."""
 
 from __future__ import annotations
 
@@ -46,85 +46,58 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-class RequestMetrics:
+# A caller's own request ID is kept when it is short and plain; anything else gets a fresh one.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestEnvelope:
+    """What every HTTP request gets, in one layer (each layer costs every request a call and a send wrapper):
+
+    - its ID (the caller's X-Request-Id, or a new one) on its log records, its span and its response; what
+      the routes learn later (user, thread, run) joins the same log context;
+    - JSON bodies whatever their label: proxies in front of browser clients forward JSON as
+      `text/plain;charset=UTF-8` (Node's fetch), and the Agent Server reads it as JSON too;
+    - the request metrics, labelled by the matched route's template, never by the raw path (thread IDs
+      would explode the label cardinality).
+    """
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-
-    @staticmethod
-    def _route(scope: Scope) -> str:
-        # The router leaves the matched route in the scope. Label by its template, never by
-        # the raw path: thread IDs would explode the label cardinality.
-        return str(getattr(scope.get("route"), "path", "unmatched"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"").decode("latin-1")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         status = 500
 
-        async def observing_send(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observing_send)
-        finally:
-            route, method = self._route(scope), scope["method"]
-            self.metrics.http_requests.labels(method, route, str(status)).inc()
-            self.metrics.http_request_duration.labels(method, route).observe(time.perf_counter() - start)
-
-
-class JsonBodies:
-    """Every request body is JSON, whatever its label: proxies in front of browser clients forward JSON as
-    `text/plain;charset=UTF-8` (Node's fetch), and the Agent Server reads it as JSON too."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            # In place: the router leaves the matched route in this same scope for the request metrics.
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope["headers"] = [*headers, (b"content-type", b"application/json")]
-        await self.app(scope, receive, send)
-
-
-# A caller's own request ID is kept when it is short and plain; anything else gets a fresh one.
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-class RequestContext:
-    """Each request's ID (the caller's X-Request-Id, or a new one) on its log records, its span and its
-    response; what the routes learn later (user, thread, run) joins the same log context."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            # In place: the router leaves the matched route in this same scope for the request metrics.
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope["headers"] = [*headers, (b"content-type", b"application/json")]
         with log_context(request_id=request_id):
             bind(request_id=request_id)
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route, method = str(getattr(scope.get("route"), "path", "unmatched")), scope["method"]
+                self.metrics.http_requests.labels(method, route, str(status)).inc()
+                self.metrics.http_request_duration.labels(method, route).observe(time.perf_counter() - start)
 
 
 def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    # Added last runs first: metrics see the 413s the body limit sends, every record has a request ID, and
-    # every answer (errors too) carries the CORS headers a browser needs to read it.
-    app.add_middleware(JsonBodies)
+    # Added last runs first: every answer (the body limit's 413s too) has a request ID and is counted, and
+    # carries the CORS headers a browser needs to read it.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_allow_origins:
         app.add_middleware(
@@ -135,5 +108,4 @@ def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
             # What the JS SDK reads: where a run lives, and the next page of a search.
             expose_headers=["content-location", "location", "x-pagination-next", "x-pagination-total"],
         )
-    app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestEnvelope, metrics=metrics)
