@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import psycopg
 import psycopg_pool
-from psycopg import AsyncConnection, pq
+from psycopg import AsyncConnection, AsyncCursor, pq
+from psycopg.abc import Params, Query
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -30,6 +31,43 @@ DATABASE_OUTAGES: tuple[type[Exception], ...] = (
     psycopg_pool.PoolTimeout,
     psycopg_pool.PoolClosed,
 )
+
+
+class StatementCount:
+    """Statements this process sent through the pool's connections (db_statements_total reads it at scrape time)."""
+
+    value = 0
+
+
+def _counted(params_seq: Iterable[Params]) -> Iterator[Params]:
+    for params in params_seq:
+        StatementCount.value += 1
+        yield params
+
+
+# One subclass per base class, made the first time a connection needs it.
+_counting_cursors: dict[type[AsyncCursor[Any]], type[AsyncCursor[Any]]] = {}
+
+
+def counting_cursor(base: type[AsyncCursor[Any]]) -> type[AsyncCursor[Any]]:
+    """`base` with every statement counted: one per execute, one per parameter set of executemany.
+
+    A subclass of whatever cursor class the connection has, so a `configure` hook that installs its own
+    (OpenTelemetry's tracing) keeps working and is counted too; the hot path is one integer increment.
+    """
+    if base in _counting_cursors:
+        return _counting_cursors[base]
+
+    class CountingCursor(base):  # type: ignore[valid-type,misc]  # the base is only known at run time
+        async def execute(self, query: Query, params: Params | None = None, **kwargs: Any) -> Any:
+            StatementCount.value += 1
+            return await super().execute(query, params, **kwargs)
+
+        async def executemany(self, query: Query, params_seq: Iterable[Params], **kwargs: Any) -> None:
+            await super().executemany(query, _counted(params_seq), **kwargs)
+
+    _counting_cursors[base] = CountingCursor
+    return CountingCursor
 
 
 def embedded_database_url(settings: Settings) -> str:
@@ -78,6 +116,13 @@ async def check_idle_connection(conn: AsyncConnection[Any]) -> None:
 async def open_pool(
     settings: Settings, configure: Callable[[AsyncConnection[Any]], Awaitable[None]] | None = None
 ) -> AsyncIterator[Pool]:
+    async def configure_and_count(conn: AsyncConnection[Any]) -> None:
+        if configure is not None:
+            await configure(conn)
+        # After `configure`, so the count wraps the cursor class it leaves; conn.execute and conn.cursor()
+        # (LangGraph's savers and store) both make their cursors from this class.
+        conn.cursor_factory = counting_cursor(conn.cursor_factory)
+
     pool: Pool = AsyncConnectionPool(
         database_url(settings),
         min_size=settings.pool_min_size,
@@ -87,7 +132,7 @@ async def open_pool(
         timeout=settings.pool_timeout,
         kwargs=CONNECTION_KWARGS,
         connection_class=AsyncConnection[DictRow],
-        configure=configure,
+        configure=configure_and_count,
         # A connection killed by a server restart is found here, not by the caller's query.
         check=check_idle_connection,
         open=False,
