@@ -58,6 +58,7 @@ from psycopg.types.json import Jsonb
 
 from ..database import Pool
 from ..metrics import Metrics
+from .batch import one_statement
 from .latest import LATEST_CHECKPOINT, Latest, LatestCheckpoints, Step
 
 T = TypeVar("T")
@@ -464,15 +465,20 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         return PendingWrite(str(configurable["thread_id"]), [Statement(sql, list(rows), payload_columns=(7, 8))])
 
     async def commit(self, writes: Sequence[PendingWrite]) -> None:
-        """Write all of `writes` in one transaction and one round trip.
+        """Write all of `writes` atomically in one round trip.
 
-        Rows are grouped by statement (one executemany each). A row key is always written by
-        the same statement, so the order of writes to any one row is kept.
+        Rows are grouped by statement. A row key is always written by the same statement, so the order
+        of writes to any one row is kept. Checkpoint rows go as one statement (batch.py); anything else
+        (a seal's snapshot marks) as one executemany per statement in a transaction.
         """
         grouped: dict[str, list[tuple[Any, ...]]] = {}
         for write in writes:
             for statement in write.statements:
                 grouped.setdefault(statement.sql, []).extend(statement.rows)
+        if batched := one_statement(grouped):
+            async with self.pool.connection() as conn:
+                await conn.execute(batched[0], batched[1], binary=True)
+            return
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             async with conn.cursor(binary=True) as cur:
                 for sql, rows in grouped.items():
