@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from ...errors import Conflict, ThreadNotFound, TooManyRequests
 from ..checkpointing.latest import Latest
 from ..database import Pool
+from ..encoding import fast_jsonb
 from ..migrations import apply_migrations
 from ..registry import UPDATE_METADATA
 
@@ -472,8 +473,8 @@ class RunStore:
             "user_id": user_id,
             "assistant_id": assistant_id,
             "strategy": strategy,
-            "kwargs": Jsonb(kwargs),
-            "metadata": Jsonb(metadata),
+            "kwargs": fast_jsonb(kwargs),
+            "metadata": fast_jsonb(metadata),
             "temporary": temporary,
             "after_seconds": after_seconds,
             "max_user_runs": max_user_runs,
@@ -633,7 +634,8 @@ class RunStore:
         self, run: RunRecord, owner: str, status: RunStatus, output: Any, error: dict[str, Any] | None
     ) -> None:
         async with self._pool.connection() as conn:
-            await conn.execute(FINISH_RUN, (run.run_id, owner, status, Jsonb(output), Jsonb(error) if error else None))
+            ended = (run.run_id, owner, status, fast_jsonb(output), Jsonb(error) if error else None)
+            await conn.execute(FINISH_RUN, ended)
 
     async def requeue(self, run: RunRecord, owner: str) -> None:
         async with self._pool.connection() as conn, conn.transaction():
