@@ -62,7 +62,9 @@ class RunCreate(BaseModel):
     stream_resumable: bool = False
     interrupt_before: list[StorableText] | Literal["*"] | None = None
     interrupt_after: list[StorableText] | Literal["*"] | None = None
-    durability: Literal["sync", "async", "exit"] = "sync"
+    # As the Agent Server: a step's checkpoint is written while the next step runs, and every one is
+    # committed before the run ends (and so before its waiters hear of it).
+    durability: Literal["sync", "async", "exit"] = "async"
     checkpoint: CheckpointSelector | None = None
     checkpoint_id: StorableText | None = Field(default=None, max_length=256)
     multitask_strategy: MultitaskStrategy = "enqueue"

@@ -363,7 +363,7 @@ class RunWorkers:
                 stream_mode=builder.graph_modes,  # type: ignore[arg-type]
                 interrupt_before=kwargs.get("interrupt_before"),
                 interrupt_after=kwargs.get("interrupt_after"),
-                durability=kwargs.get("durability", "sync"),
+                durability=kwargs.get("durability", "async"),
                 subgraphs=True,
             ):
                 namespace, mode, chunk = cast(tuple[tuple[str, ...], str, Any], part)
