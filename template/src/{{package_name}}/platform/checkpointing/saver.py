@@ -52,6 +52,7 @@ from langgraph.checkpoint.postgres.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from prometheus_client import Histogram
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
@@ -372,6 +373,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         # Room for a walk per delta channel (a few) of every thread whose latest checkpoint is kept.
         self.chains = ChainCache(max(1024, 4 * cache_threads))
         self._delta_channels: Mapping[str, DeltaChannel[Any]] = {}
+        self._duration_children: dict[str, Histogram] = {}
 
     @property
     def delta_channels(self) -> Mapping[str, DeltaChannel[Any]]:
@@ -405,7 +407,14 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.checkpoint_duration.labels(operation).observe(time.perf_counter() - start)
+                self._durations(operation).observe(time.perf_counter() - start)
+
+    def _durations(self, operation: str) -> Histogram:
+        # labels() takes a lock and builds its key on every call: several times per turn, so keep the children.
+        if (child := self._duration_children.get(operation)) is None:
+            assert self.metrics is not None
+            child = self._duration_children[operation] = self.metrics.checkpoint_duration.labels(operation)
+        return child
 
     # Writes: build the rows exactly as the stock saver does, then hand them to _submit.
 
@@ -484,12 +493,16 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                 for sql, rows in grouped.items():
                     await cur.executemany(sql, rows)
 
-    async def _submit(self, write: PendingWrite) -> None:
-        await self.commit([write])
+    def _submit(self, write: PendingWrite) -> Awaitable[None]:
+        return self.commit([write])
 
-    async def _store(self, write: PendingWrite) -> None:
-        if self.payloads is not None:
-            await self.payloads.offload(write)
+    def _store(self, write: PendingWrite) -> Awaitable[None]:
+        # Awaitables, not coroutines of their own: each level would cost every put a frame to suspend and resume.
+        return self._submit(write) if self.payloads is None else self._offload_and_submit(write)
+
+    async def _offload_and_submit(self, write: PendingWrite) -> None:
+        assert self.payloads is not None
+        await self.payloads.offload(write)
         await self._submit(write)
 
     async def aput(
@@ -501,8 +514,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     ) -> RunnableConfig:
         # Serialised on the event loop: for chat-sized states a thread hop costs more than it saves.
         write = self.checkpoint_write(config, checkpoint, metadata, new_versions)
-        # Rows as written, before an offload swaps payloads for references.
-        rows = [list(statement.rows) for statement in write.statements]
+        # Rows as written, before an offload swaps payloads for references (nothing else changes them).
+        rows = [list(statement.rows) if self.payloads else statement.rows for statement in write.statements]
         await self._timed("put", self._store(write))
         if config["configurable"]["checkpoint_ns"] == "":
             checkpoint_row = rows[-1][0]
@@ -522,7 +535,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         write = self.writes_write(config, writes, task_id, task_path)
-        rows = list(write.statements[0].rows)
+        rows = list(write.statements[0].rows) if self.payloads else write.statements[0].rows
         await self._timed("put_writes", self._store(write))
         configurable = config["configurable"]
         if configurable["checkpoint_ns"] == "":
