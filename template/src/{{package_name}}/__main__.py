@@ -31,7 +31,7 @@ def cpu_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
 def worker_app() -> Any:
     """The app of one worker process: uvicorn starts each afresh, so its logging is set up here too."""
     settings = Settings()
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     return create_app(settings)
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="worker processes (default: WEB_CONCURRENCY, else the CPU limit)")
     args = parser.parse_args()
     settings = Settings()
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     workers = args.workers or settings.web_concurrency or cpu_limit()
     # log_config=None: uvicorn's own records go through the same handler (and format) as the service's.
     # proxy_headers=False: the client address is the TCP peer, never an X-Forwarded-For value, which anyone
@@ -48,7 +48,7 @@ def main() -> None:
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        "log_level": "info",
+        "log_level": settings.log_level.lower(),
         "log_config": None,
         "proxy_headers": False,
     }

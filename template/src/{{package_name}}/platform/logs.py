@@ -84,7 +84,7 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{fields}]" if fields else line
 
 
-def configure_logging(log_format: Literal["text", "json"], level: int = logging.INFO) -> None:
+def configure_logging(log_format: Literal["text", "json"], level: int | str = logging.INFO) -> None:
     """The root handler for the service and uvicorn (which then needs `log_config=None`)."""
     handler = logging.StreamHandler()
     handler.addFilter(ContextFilter())
