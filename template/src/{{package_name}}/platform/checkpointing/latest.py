@@ -151,13 +151,18 @@ class LatestCheckpoints:
 
     def __init__(self, max_threads: int, metrics: Metrics | None = None) -> None:
         self._max_threads = max_threads
-        self._metrics = metrics
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         # The channels trails keep (the compiled graph's delta channels); none: no trails.
         self.trail_channels: frozenset[str] = frozenset()
         self._trail_names: frozenset[bytes] = frozenset()
         # Writes committed, inside a run's scope, for a thread's first checkpoint before its put returned.
         self._unborn: dict[str, dict[str, list[tuple[Sequence[Any], bool]]]] = {}
+        # labels() takes a lock and builds its key on every call: keep the two children.
+        self._reads = (
+            None
+            if metrics is None
+            else {result: metrics.checkpoint_cache_reads.labels(result) for result in ("hit", "miss")}
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -240,30 +245,39 @@ class LatestCheckpoints:
             # A fork, or a thread this process has not read: the entry would lack older blobs.
             self._entries.pop(thread_id, None)
             return
+        checkpoint_id: str = checkpoint_row[2]
         versions = dict(checkpoint.get("channel_versions") or {})
+        if previous is None:
+            early = self._unborn.pop(thread_id, None)
+            blobs: dict[tuple[str, str], Blob] = {}
+            trail: list[Step] = []
+            later: dict[str, list[tuple[Sequence[Any], bool]]] = {}
+        else:
+            early = previous.early
+            blobs = {key: blob for key, blob in previous.blobs.items() if versions.get(key[0]) == key[1]}
+            trail = []
+            if self.trail_channels and previous.whole:
+                trail = [*previous.trail[1 - TRAIL_STEPS :], previous.step(self.trail_channels, self._trail_names)]
+            # Writes may run ahead by more than one checkpoint: those for later ones wait on.
+            later = {cid: writes for cid, writes in early.items() if cid > checkpoint_id} if early else {}
         entry = _Entry(
-            checkpoint_id=checkpoint_row[2],
-            parent_checkpoint_id=parent_id,
-            checkpoint=_json_copy(checkpoint),
-            metadata=_json_copy(metadata),
-            channel_versions=versions,
-            inline=self._inline(checkpoint),
+            checkpoint_id,
+            parent_id,
+            _json_copy(checkpoint),
+            _json_copy(metadata),
+            versions,
+            self._inline(checkpoint),
+            blobs,
+            {},
+            trail,
+            previous is not None or _held.get() == thread_id,
+            later,
         )
         # Writes committed for this checkpoint before its put returned.
-        early = self._unborn.pop(thread_id, {}) if previous is None else previous.early
-        for rows, upsert in early.get(entry.checkpoint_id, []):
+        for rows, upsert in early.get(checkpoint_id, ()) if early else ():
             entry.add_writes(rows, upsert)
-        if previous is None:
-            entry.whole = _held.get() == thread_id
-        else:
-            if self.trail_channels and previous.whole:
-                step = previous.step(self.trail_channels, self._trail_names)
-                entry.trail = [*previous.trail[1 - TRAIL_STEPS :], step]
-            entry.blobs = {key: blob for key, blob in previous.blobs.items() if versions.get(key[0]) == key[1]}
-            # Writes may run ahead by more than one checkpoint: those for later ones wait on.
-            entry.early = {cid: writes for cid, writes in previous.early.items() if cid > entry.checkpoint_id}
         for _, _, channel, version, type_, blob in blob_rows:
-            entry.blobs[(channel, version)] = (type_.encode(), blob)
+            blobs[(channel, version)] = (type_.encode(), blob)
         self._keep(thread_id, entry)
 
     def put_writes(self, thread_id: str, checkpoint_id: str, rows: Sequence[Sequence[Any]], upsert: bool) -> None:
@@ -301,5 +315,5 @@ class LatestCheckpoints:
             self._entries.popitem(last=False)
 
     def _count(self, result: str) -> None:
-        if self._metrics is not None:
-            self._metrics.checkpoint_cache_reads.labels(result).inc()
+        if self._reads is not None:
+            self._reads[result].inc()
