@@ -248,8 +248,9 @@ THREAD_STATUS = """
     FROM service_runs WHERE thread_id = %s
 """
 
-# Oldest pending run of a thread that has no running run, and no older pending one; SKIP LOCKED lets
-# every worker of every replica claim at once without waiting on each other.
+# The oldest pending runs of threads that have no running run, and no older pending one (so at most one a
+# thread), as many as the claimer has free slots: a queue drains in batches, not one query a run. SKIP
+# LOCKED lets every replica claim at once without waiting on each other.
 CLAIM_RUN = f"""
     WITH next AS (
         SELECT r.run_id, r.thread_id FROM service_runs r
@@ -259,13 +260,14 @@ CLAIM_RUN = f"""
               SELECT 1 FROM service_runs y WHERE y.thread_id = r.thread_id AND y.status = 'pending' AND y.seq < r.seq
           )
         ORDER BY r.seq
-        LIMIT 1
+        LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
-    UPDATE service_runs r SET status = 'running', attempt = r.attempt + 1, lease_owner = %s,
+    UPDATE service_runs r SET status = 'running', attempt = r.attempt + 1, lease_owner = %(owner)s,
         -- The statement's own time, not its transaction's: a claim that waited on the previous run's
         -- finish must not start before it ended.
-        lease_expires_at = now() + make_interval(secs => %s), started_at = clock_timestamp(), updated_at = now()
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), started_at = clock_timestamp(),
+        updated_at = now()
     FROM next LEFT JOIN LATERAL (
         -- The thread's newest checkpoint, read as the lease is taken: it validates this replica's cached copy.
         SELECT c.checkpoint_id, c.parent_checkpoint_id FROM checkpoints c
@@ -279,8 +281,8 @@ CLAIM_RUN = f"""
             AND w.checkpoint_id = latest.checkpoint_id) AS latest_checkpoint_writes,
         -- Whether to claim again at once, or to wait for a notification (one empty claim saved per run). Runs
         -- queued behind this one are woken by its finish; delayed ones by the poll.
-        EXISTS (SELECT 1 FROM service_runs m WHERE m.status = 'pending' AND m.thread_id <> r.thread_id
-                  AND m.not_before <= now()) AS more_pending
+        EXISTS (SELECT 1 FROM service_runs m WHERE m.status = 'pending' AND m.not_before <= now()
+                  AND m.thread_id NOT IN (SELECT thread_id FROM next)) AS more_pending
 """
 RENEW_LEASE = """
     UPDATE service_runs SET lease_expires_at = now() + make_interval(secs => %s)
@@ -605,16 +607,23 @@ class RunStore:
 
     # The worker side: claim, renew, finish.
 
-    async def claim(self, owner: str, lease_seconds: float) -> Claimed | None:
+    async def claim(self, owner: str, lease_seconds: float, limit: int = 1) -> list[Claimed]:
+        """Up to `limit` runs, each of another thread, now running under `owner`'s lease."""
+        params = {"owner": owner, "lease_seconds": lease_seconds, "limit": limit}
         try:
             async with self._pool.connection() as conn:
-                row = await (await conn.execute(CLAIM_RUN, (owner, lease_seconds))).fetchone()
+                rows = await (await conn.execute(CLAIM_RUN, params)).fetchall()
         except UniqueViolation:
-            return None  # another replica started this thread's run in between: the index said no
-        if row is None:
-            return None
-        latest = (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]), row["latest_checkpoint_parent"])
-        return Claimed(_record(row), row["queue_seconds"], latest, row["more_pending"])
+            return []  # another replica started one of these threads' runs in between: the index said no
+        return [
+            Claimed(
+                _record(row),
+                row["queue_seconds"],
+                (row["latest_checkpoint_id"], int(row["latest_checkpoint_writes"]), row["latest_checkpoint_parent"]),
+                row["more_pending"],
+            )
+            for row in rows
+        ]
 
     async def renew(self, run_id: uuid.UUID, owner: str, lease_seconds: float) -> Renewal:
         """Whether the lease is still ours (a run whose lease was taken away must stop writing), a cancel

@@ -135,7 +135,8 @@ class RunWorkers:
         """Claims runs while fewer than `workers` execute here.
 
         One claiming loop per replica, not one per worker: a NOTIFY then costs one claim query, not a
-        herd of them competing with running graphs for pooled connections.
+        herd of them competing with running graphs for pooled connections; each claim takes as many runs
+        as there are free slots.
         """
         # Nothing more to claim, as far as the last claim saw: wait for a notification (or the poll interval).
         idle = False
@@ -144,24 +145,28 @@ class RunWorkers:
                 if idle:
                     await wait_for(wake, self.settings.poll_seconds)
                 await self._slots.take()
+                free = 1
+                while self._slots.try_take():
+                    free += 1
                 # Cleared before the claim: a run enqueued after the claim's snapshot sets it again.
                 wake.clear()
                 try:
-                    claimed = await self.store.claim(self.owner, self.settings.lease_seconds)
+                    claimed = await self.store.claim(self.owner, self.settings.lease_seconds, free)
                 except Exception as exc:  # a database outage: keep claiming after the poll interval
                     log.warning("claiming a run failed: %s", exc)
-                    claimed = None
-                idle = claimed is None or not claimed.more_pending
-                if claimed is None:
+                    claimed = []
+                # Claim again at once only when this claim filled every slot or saw more waiting.
+                idle = len(claimed) < free and not any(c.more_pending for c in claimed)
+                for _ in range(free - len(claimed)):
                     self._slots.give()
-                    continue
-                self._launch(claimed, self.local.start(claimed.run))
+                for run in claimed:
+                    self._launch(run, self.local.start(run.run))
 
     # Claimed on creation
 
     def offer(self) -> Claim | None:
         """A lease for a new run to be inserted already claimed, when a slot is free here; `decline` it
-        or `start` the run."""
+        or `execute` the run."""
         if not self._claiming or not self._slots.try_take():
             return None
         return Claim(self.owner, self.settings.lease_seconds)
