@@ -11,8 +11,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +76,24 @@ def stop(project: Path, process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=60)
 
 
-def test_render_run_talk_restart(template_repo: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A folder outside pytest's: as root the embedded PostgreSQL runs as user 'pgserver' and opens every
+    folder above its files to it, but each pytest session that starts makes /tmp/pytest-of-<user> private
+    again, and the running server then cannot load a library (plpgsql) it has not loaded yet."""
+    path = Path(tempfile.mkdtemp(prefix="newcomer-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_render_run_talk_restart(template_repo: Path, home: Path) -> None:
     if not SYSTEM_PYTHON.exists():
         message = f"{SYSTEM_PYTHON} is missing: this test plays a Debian or Ubuntu newcomer"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     assert shutil.which("uv", path=SYSTEM_PATH) is None, f"uv on {SYSTEM_PATH}: the bootstrap would go untested"
-    project = render(template_repo, tmp_path / "my-service")
+    project = render(template_repo, home / "my-service")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
