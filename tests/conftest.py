@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import ROOT, make_template_repo
+from .checks import DEPENDENCY_PROBES, shared_env
+from .paths import ROOT
+from .rendering import make_template_repo, render
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +22,14 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("TEMPLATE_TEST_CACHE", ROOT / ".cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def project_python(template_repo: Path, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """The shared virtualenv's python, with the dependencies of every render (DEPENDENCY_PROBES): the
+    matrix and the update tests run the rendered projects' checks with it, built once per worker."""
+    probes = [render(template_repo, tmp_path_factory.mktemp("deps"), data) for data in DEPENDENCY_PROBES]
+    return shared_env(probes, cache_dir)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

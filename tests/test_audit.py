@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import render, richest_combination
+from .combinations import richest_combination
+from .rendering import render
 
 # pip-audit's default vulnerability service is PyPI's JSON API.
 VULNERABILITY_SERVICE = "https://pypi.org/pypi/pip/json"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import render
+from .rendering import render
 
 # Debian's Python, which refuses `pip install` outside a virtualenv (PEP 668), and nothing else on PATH.
 SYSTEM_PYTHON = Path("/usr/bin/python3")

@@ -12,7 +12,8 @@ import copier
 import pytest
 import yaml
 
-from .helpers import check_jsonschema, git, git_save, render
+from .checks import check_jsonschema
+from .rendering import git, git_save, render
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import copier
 import pytest
 import yaml
 from packaging.version import InvalidVersion, Version
 
-from .helpers import ROOT, TEMPLATE_PARTS, git, git_save, make_template_repo, render, run_project_checks, shared_env
-from .test_matrix import DEPENDENCY_PROBES
+from .checks import run_project_checks
+from .paths import ROOT, TEMPLATE_PARTS
+from .rendering import git, git_save, make_template_repo, render
+from .updating import PACKAGE, answers, assert_clean_merge, commit_project, update
 
 DEFAULTS: dict[str, Any] = {}
 RICHEST: dict[str, Any] = {"object_store": "s3", "checkpoint_queue": True, "auth": "jwt", "kubernetes": True}
 ANSWER_SETS = [pytest.param(DEFAULTS, id="defaults"), pytest.param(RICHEST, id="richest")]
-PACKAGE = "agent_service"  # what the default project_name derives
 
 # What the service team does to its copy after `copier copy`.
 OUR_GRAPH_LINE = "# Ours: the team's change to its graph; copier update must keep it.\nMAX_TURNS = 20\n"
@@ -48,18 +48,6 @@ NEW_TEMPLATE_MODULE = '"""Which template release rendered this service."""\n\nRE
 TEMPLATE_GRAPH_LINE = "\n# The template's new example graph line, which must not reach existing services.\n"
 
 
-@pytest.fixture(scope="module")
-def update_python(template_repo: Path, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """The matrix's shared virtualenv: the same dependency probes give the same env, built once."""
-    probes = [render(template_repo, tmp_path_factory.mktemp("deps"), data) for data in DEPENDENCY_PROBES]
-    return shared_env(probes, cache_dir)
-
-
-def commit_project(project: Path) -> None:
-    git(project, "init", "-q", "-b", "main")
-    git_save(project, "rendered by copier copy")
-
-
 def make_user_edits(project: Path) -> None:
     package = project / "src" / PACKAGE
     graph = package / "graph.py"
@@ -85,26 +73,6 @@ def change_template(template: Path, tag: str) -> None:
     git_save(template, "template release 2.0.0", tag=tag)
 
 
-def update(project: Path, vcs_ref: str) -> None:
-    copier.run_update(dst_path=project, defaults=True, overwrite=True, unsafe=True, vcs_ref=vcs_ref, quiet=True)
-
-
-def answers(project: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((project / ".copier-answers.yml").read_text())
-    return loaded
-
-
-def assert_clean_merge(project: Path) -> None:
-    rejects = [p.relative_to(project) for p in project.rglob("*.rej")]
-    conflicted = [
-        p.relative_to(project)
-        for p in project.rglob("*")
-        if p.is_file() and ".git" not in p.parts and "<<<<<<< " in p.read_text(errors="ignore")
-    ]
-    assert rejects == [], f"copier left rejected hunks: {rejects}"
-    assert conflicted == [], f"copier left conflict markers in: {conflicted}"
-
-
 def assert_user_edits_survived(project: Path) -> None:
     package = project / "src" / PACKAGE
     graph = (package / "graph.py").read_text()
@@ -119,7 +87,7 @@ def assert_user_edits_survived(project: Path) -> None:
 
 
 @pytest.mark.parametrize("data", ANSWER_SETS)
-def test_update_keeps_user_work(data: dict[str, Any], tmp_path: Path, update_python: Path, cache_dir: Path) -> None:
+def test_update_keeps_user_work(data: dict[str, Any], tmp_path: Path, project_python: Path, cache_dir: Path) -> None:
     template = make_template_repo(tmp_path / "template", tag="v1.0.0")
     project = render(template, tmp_path / "service", data, vcs_ref="v1.0.0")
     commit_project(project)
@@ -135,7 +103,7 @@ def test_update_keeps_user_work(data: dict[str, Any], tmp_path: Path, update_pyt
     recorded = answers(project)
     assert recorded["_commit"] == "v2.0.0"
     assert {k: recorded[k] for k in data} == data
-    run_project_checks(project, update_python, cache_dir)
+    run_project_checks(project, project_python, cache_dir)
 
 
 def release_tags(repo: Path) -> list[tuple[Version, str]]:
@@ -151,7 +119,7 @@ def release_tags(repo: Path) -> list[tuple[Version, str]]:
 
 @pytest.mark.parametrize("data", ANSWER_SETS)
 def test_update_from_previous_release_to_head(
-    data: dict[str, Any], tmp_path: Path, update_python: Path, cache_dir: Path
+    data: dict[str, Any], tmp_path: Path, project_python: Path, cache_dir: Path
 ) -> None:
     tags = release_tags(ROOT)
     if not tags:
@@ -178,7 +146,7 @@ def test_update_from_previous_release_to_head(
     assert_user_edits_survived(project)
     assert_clean_merge(project)
     assert answers(project)["_commit"] != previous
-    run_project_checks(project, update_python, cache_dir)
+    run_project_checks(project, project_python, cache_dir)
 
 
 # ---------------------------------------------------------------- migrations

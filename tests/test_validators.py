@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import render
+from .rendering import render
 
 BAD_ANSWERS = [
     ({"project_name": "   "}, "Type a name"),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from .helpers import ROOT, check_jsonschema
+from .checks import check_jsonschema
+from .paths import ROOT
 
 
 def test_template_workflows_match_the_github_schema() -> None:
