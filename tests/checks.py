@@ -113,8 +113,8 @@ def run_project_checks(
     timings = [] if timings is None else timings
     if lint:
         with timed(timings, "ruff"):
-            run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests", "deploy"], project, env)
-            run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests", "deploy"], project, env)
+            run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests", "bench", "deploy"], project, env)
+            run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests", "bench", "deploy"], project, env)
             workflows = sorted(str(path) for path in (project / ".github" / "workflows").glob("*.yml"))
             schema = ["--builtin-schema", "vendor.github-workflows"]
             run("workflow schema", [check_jsonschema(), *schema, *workflows], project, env)

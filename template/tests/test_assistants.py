@@ -12,7 +12,7 @@ import httpx
 import pytest
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
-from .conftest import auth_headers, sdk_client
+from .support import auth_headers, sdk_client
 
 BUILTIN_ID = str(uuid.uuid5(uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8"), "agent"))
 

@@ -11,8 +11,8 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
-from .platform.database import embedded_database_url
-from .platform.logs import configure_logging
+from .platform.core.database import embedded_database_url
+from .platform.core.logs import configure_logging
 from .settings import Settings
 
 

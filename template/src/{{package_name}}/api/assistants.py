@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from ..errors import InvalidInput
 from ..platform.assistants import Assistant, AssistantFilter, SortBy, SortOrder
+from ..platform.core.fields import JsonObject, StorableText
 from .deps import ServicesDep, UserDep
-from .fields import JsonObject, StorableText
 from .serialize import select_fields
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""Cron routes, as langgraph-sdk's `client.crons` calls them, and `fire`: how the scheduler makes a cron's run.
+"""Cron routes, as langgraph-sdk's `client.crons` calls them.
 
-A cron keeps the run fields of its create request as its payload; each tick validates them again and creates
-the run through the same path as POST /threads/{id}/runs (a thread's cron) or POST /runs (a stateless cron,
-on a new thread of the cron's user each time).
+A cron keeps the run fields of its create request as its payload, checked here as the run they will make;
+each tick (platform/crons.py) has them admitted as POST /threads/{id}/runs (a thread's cron) or POST /runs
+(a stateless cron, on a new thread of the cron's user each time) would.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..errors import InvalidInput
-from ..platform.crons import CronRecord, CronSortBy, next_run
+from ..platform.core.fields import JsonObject, StorableText
+from ..platform.crons import CronSortBy, next_run
+from ..platform.runs.admission import RunCreate
 from ..platform.services import Services
 from .deps import ServicesDep, ThreadDep, UserDep
-from .fields import JsonObject, StorableText
-from .runs import RunCreate, check_callers_thread, enqueue_run, enqueue_stateless_run, run_kwargs
 
 router = APIRouter(tags=["crons"])
 
@@ -81,19 +81,10 @@ def _utc(when: datetime | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
-async def _validated(services: Services, user: str, payload: dict[str, Any], thread_id: str | None) -> RunCreate:
-    """The payload as the run it will create, checked now so a bad cron is refused, not failing every tick."""
-    body = RunCreate.model_validate(payload)
-    probe = thread_id or services.thread_ids.generate_thread_id(user, "stateless")
-    assistant = await services.assistants.get(body.assistant_id, user)
-    await run_kwargs(services, body, probe, uuid.uuid4(), assistant)
-    return body
-
-
 async def _create_cron(services: Services, user: str, body: CronCreate, thread_id: str | None) -> dict[str, Any]:
     payload = body.model_dump(mode="json", exclude_unset=True, exclude=CRON_FIELDS)
     payload["assistant_id"] = body.assistant_id
-    await _validated(services, user, payload, thread_id)
+    await services.admission.validate(user, RunCreate.model_validate(payload), thread_id)
     cron = await services.crons.create(
         {
             "cron_id": uuid.uuid4(),
@@ -111,21 +102,6 @@ async def _create_cron(services: Services, user: str, body: CronCreate, thread_i
         }
     )
     return cron.body()
-
-
-async def fire(services: Services, cron: CronRecord) -> None:
-    """Create the run of one tick, through the same path as the run routes."""
-    body = RunCreate.model_validate(cron.payload)
-    # Which cron and which tick made the run, in the run's metadata.
-    tick = {"cron_id": str(cron.cron_id), "cron_tick": cron.next_run_date.isoformat()}
-    body.metadata = {**(body.metadata or {}), **tick}
-    if cron.thread_id is None:
-        body.on_completion = "keep" if cron.on_run_completed == "keep" else "delete"
-        await enqueue_stateless_run(services, cron.user_id, body)
-        return
-    body.if_not_exists = "reject"  # the cron's thread, never a new one
-    await check_callers_thread(services, cron.user_id, cron.thread_id, body)
-    await enqueue_run(services, cron.user_id, cron.thread_id, body, temporary=False)
 
 
 @router.post("/threads/{thread_id}/runs/crons")
@@ -146,7 +122,7 @@ async def update_cron(cron_id: uuid.UUID, body: CronUpdate, services: ServicesDe
         raise InvalidInput("send at least one field to change")
     payload = dict(cron.payload)
     payload.update(body.model_dump(mode="json", include=given - CRON_FIELDS))
-    await _validated(services, user, payload, cron.thread_id)
+    await services.admission.validate(user, RunCreate.model_validate(payload), cron.thread_id)
     schedule = body.schedule if "schedule" in given and body.schedule else cron.schedule
     timezone = body.timezone if "timezone" in given else cron.timezone
     enabled = cron.enabled if body.enabled is None else body.enabled

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from ..errors import ThreadNotFound, Unavailable
-from ..platform.logs import bind
-from ..platform.registry import ThreadRecord
+from ..platform.core.logs import bind
 from ..platform.services import Services
-from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
+from ..platform.threads.ids import MAX_THREAD_ID_CHARS
+from ..platform.threads.registry import ThreadRecord
 from .auth import current_user
 
 
@@ -40,21 +40,12 @@ async def limited_user(services: ServicesDep, user: Annotated[str, Depends(logge
 UserDep = Annotated[str, Depends(limited_user)]
 
 
-def check_owner(services: Services, user: str, thread_id: str) -> None:
-    """404 unless the signed ID names `user` as its owner: a forged or foreign ID looks like an unknown one."""
-    try:
-        owner = services.thread_ids.owner_of(thread_id)
-    except InvalidThreadId as exc:
-        raise ThreadNotFound() from exc
-    if owner != user:
-        raise ThreadNotFound()
-
-
 async def owned_thread(
     services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=MAX_THREAD_ID_CHARS)]
 ) -> ThreadRecord:
     """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404."""
-    check_owner(services, user, thread_id)
+    if not services.thread_ids.is_owner(thread_id, user):
+        raise ThreadNotFound()
     bind(thread_id=thread_id)
     record = await services.registry.get(thread_id, user)
     if record is None:

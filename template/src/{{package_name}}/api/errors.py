@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import PayloadTooLarge, ServiceError, TooManyRequests, Unavailable
-from ..platform.database import DATABASE_OUTAGES
+from ..platform.core.database import DATABASE_OUTAGES
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def install(app: FastAPI) -> None:
     async def data_error(_: Request, exc: psycopg.DataError) -> JSONResponse:
         # Input that got past validation but that PostgreSQL cannot store is still the caller's to fix:
         # characters the database encoding lacks, or a NUL, which psycopg refuses before sending (the
-        # request models refuse it first, api/fields.py StorableText; this covers a field without it).
+        # request models refuse it first, platform/core/fields.py StorableText; this covers a field without it).
         if isinstance(exc, UNSTORABLE_TEXT):
             return error_response(422, f"input holds text PostgreSQL cannot store: {exc.diag.message_primary}")
         if "NUL" in str(exc):

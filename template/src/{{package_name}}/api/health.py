@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import Unavailable
-from ..platform.metrics import Metrics
+from ..platform.core.metrics import Metrics
 from .deps import ServicesDep
 
 router = APIRouter(tags=["health"])

@@ -11,8 +11,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLarge
-from ..platform.logs import bind, log_context
-from ..platform.metrics import Metrics
+from ..platform.core.logs import bind, log_context
+from ..platform.core.metrics import Metrics
 from ..settings import Settings
 from .errors import error_response
 

@@ -9,7 +9,7 @@ import orjson
 from fastapi.responses import JSONResponse
 from langgraph.types import StateSnapshot
 
-from ..platform.encoding import jsonable
+from ..platform.core.encoding import jsonable
 
 
 def dump_json(content: Any) -> bytes:

@@ -15,9 +15,9 @@ from langgraph.store.base import InvalidNamespaceError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..errors import InvalidInput
+from ..platform.core.fields import StorableText, StoreJsonObject
 from ..platform.memory import UserStore, item_body
 from .deps import ServicesDep, UserDep
-from .fields import StorableText, StoreJsonObject
 
 router = APIRouter(tags=["store"])
 

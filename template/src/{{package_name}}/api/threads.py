@@ -12,13 +12,13 @@ from langgraph.types import StateSnapshot
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound
-from ..platform.registry import SortColumn, ThreadRecord
-from ..platform.retention import Strategy
+from ..platform.core.fields import JsonObject, StorableText
+from ..platform.runs.admission import check_input, check_nodes
 from ..platform.services import Services
-from ..platform.threads import MAX_THREAD_ID_CHARS, InvalidThreadId
+from ..platform.threads.ids import MAX_THREAD_ID_CHARS, InvalidThreadId
+from ..platform.threads.registry import SortColumn, ThreadRecord
+from ..platform.threads.retention import Strategy
 from .deps import ServicesDep, ThreadDep, UserDep
-from .fields import JsonObject, StorableText
-from .runs import check_input, check_nodes
 from .serialize import STATE_FIELDS, checkpoint_ref, jsonable, select_fields, thread_state
 
 router = APIRouter(tags=["threads"])
@@ -150,7 +150,7 @@ async def thread_body(services: Services, record: ThreadRecord, select: list[str
     snapshot = await services.graph.aget_state(thread_config(record.thread_id))
     interrupts = [{"value": jsonable(i.value), "id": i.id} for t in snapshot.tasks for i in t.interrupts]
     # Derived, never stored: a run in flight makes the thread busy, wherever it runs.
-    busy, last_status = await services.runs.store.thread_status(record.thread_id)
+    busy, last_status = await services.runs.thread_status(record.thread_id)
     status = "busy" if busy else "interrupted" if interrupts else "error" if last_status == "error" else "idle"
     body = {
         **_record_fields(record),
@@ -359,14 +359,14 @@ async def get_state(
 @router.post("/threads/{thread_id}/state")
 async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
     """Write `values` as if `as_node` had run, and answer with the new checkpoint."""
-    busy, _ = await services.runs.store.thread_status(record.thread_id)
+    busy, _ = await services.runs.thread_status(record.thread_id)
     if busy:
         raise Conflict("the thread has a run pending or running; update its state once the run ends")
     checkpoint = body.checkpoint or (CheckpointRef(checkpoint_id=body.checkpoint_id) if body.checkpoint_id else None)
     if body.as_node is not None:
-        check_nodes(services, "as_node", body.as_node)
+        check_nodes(services.graph, "as_node", body.as_node)
     if body.values:
-        check_input(services, body.values)
+        check_input(services.graph, body.values)
     if checkpoint is not None and checkpoint.checkpoint_id:
         # An unknown checkpoint is a 404, not a fresh branch from nothing (one read; the update reads it again).
         if await services.checkpointer.aget_tuple(thread_config(record.thread_id, checkpoint)) is None:

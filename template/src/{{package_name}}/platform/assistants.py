@@ -16,8 +16,8 @@ from typing import Any, Literal
 from psycopg.types.json import Jsonb
 
 from ..errors import Conflict, InvalidInput, NotFound
-from .database import Pool
-from .migrations import apply_migrations
+from .core.database import Pool
+from .core.migrations import apply_migrations
 
 # LangGraph's server names the assistant of graph G uuid5(NAMESPACE_GRAPH, G).
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")

@@ -1,6 +1,6 @@
 """Crons: scheduled runs, as rows in PostgreSQL, fired by one scheduler across all replicas.
 
-The scheduler is a LeasedLoop (platform/leases.py): one replica at a time looks for due crons. Each due
+The scheduler is a LeasedLoop (platform/core/leases.py): one replica at a time looks for due crons. Each due
 cron is first moved to its next time with a compare-and-set on `next_run_date`, then its run is created,
 so even two schedulers (a lease handed over mid-tick) never fire one tick twice. The next time is counted
 from now, not from the missed time: ticks missed while every replica was down run once, not once each.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -21,9 +20,10 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from ..errors import InvalidInput, NotFound
-from .database import Pool
-from .metrics import Metrics
-from .migrations import apply_migrations
+from .core.database import Pool
+from .core.metrics import Metrics
+from .core.migrations import apply_migrations
+from .runs.admission import Admission, RunCreate
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class CronStore:
         self._pool = pool
 
     async def setup(self) -> None:
-        """Run under platform.migrations.migration_lock, after the thread registry's (the foreign key)."""
+        """Run under platform.core.migrations.migration_lock, after the thread registry's (the foreign key)."""
         await apply_migrations(self._pool, MIGRATIONS)
 
     async def create(self, fields: dict[str, Any]) -> CronRecord:
@@ -226,14 +226,27 @@ def _filter_params(filters: dict[str, Any]) -> dict[str, Any]:
 
 
 class CronScheduler:
-    """One tick of the scheduler; `fire` creates a cron's run the way POST /runs does (wired by the lifespan)."""
+    """One tick of the scheduler: each due cron's run is admitted as the run routes admit theirs."""
 
     BATCH = 100
 
-    def __init__(self, store: CronStore, fire: Callable[[CronRecord], Awaitable[None]], metrics: Metrics) -> None:
+    def __init__(self, store: CronStore, admission: Admission, metrics: Metrics) -> None:
         self.store = store
-        self.fire = fire
+        self.admission = admission
         self.metrics = metrics
+
+    async def fire(self, cron: CronRecord) -> None:
+        """Create the run of one tick: a thread's cron on its thread, a stateless one on a new thread."""
+        body = RunCreate.model_validate(cron.payload)
+        # Which cron and which tick made the run, in the run's metadata.
+        tick = {"cron_id": str(cron.cron_id), "cron_tick": cron.next_run_date.isoformat()}
+        body.metadata = {**(body.metadata or {}), **tick}
+        if cron.thread_id is None:
+            body.on_completion = "keep" if cron.on_run_completed == "keep" else "delete"
+            await self.admission.stateless(cron.user_id, body)
+            return
+        body.if_not_exists = "reject"  # the cron's thread, never a new one
+        await self.admission.on_thread(cron.user_id, cron.thread_id, body)
 
     async def tick(self) -> None:
         now = datetime.now(UTC)

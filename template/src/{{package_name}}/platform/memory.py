@@ -26,8 +26,8 @@ from langgraph.store.postgres import AsyncPostgresStore
 from langgraph.store.postgres.base import PostgresIndexConfig
 
 from ..settings import Settings
-from .database import Pool
-from .metrics import Metrics
+from .core.database import Pool
+from .core.metrics import Metrics
 
 
 def open_store(pool: Pool, settings: Settings) -> AsyncPostgresStore:

@@ -16,7 +16,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from ..errors import TooManyRequests
-from .metrics import Metrics
+from .core.metrics import Metrics
 
 
 class UserRateLimit:

@@ -11,15 +11,16 @@ from langgraph.store.base import BaseStore
 
 from ..settings import Settings
 from .assistants import AssistantStore
+from .core.database import Pool
+from .core.leases import Leases
+from .core.metrics import Metrics
 from .crons import CronStore
-from .database import Pool
-from .leases import Leases
-from .metrics import Metrics
 from .quotas import UserRateLimit
-from .registry import ThreadRegistry
-from .retention import Retention
 from .runs import RunService
-from .threads import ThreadManager
+from .runs.admission import Admission
+from .threads.ids import ThreadManager
+from .threads.registry import ThreadRegistry
+from .threads.retention import Retention
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -35,6 +36,7 @@ class Services:
     metrics: Metrics
     leases: Leases
     runs: RunService
+    admission: Admission
     assistants: AssistantStore
     retention: Retention
     # Long-term memory (unscoped: reach it through memory.UserStore) and scheduled runs.

@@ -18,9 +18,10 @@ from typing import Annotated, Any
 from langchain_core.messages import AnyMessage
 from langgraph.channels import DeltaChannel
 from langgraph.graph import StateGraph
-from langgraph.graph.message import _messages_delta_reducer
 from langgraph.graph.state import CompiledStateGraph
 from typing_extensions import TypedDict
+
+from .langgraph_private import messages_delta_reducer
 
 DEFAULT_SNAPSHOT_FREQUENCY = 100
 # Set on a state class whose delta channels take MESSAGES_SNAPSHOT_FREQUENCY when the platform compiles.
@@ -31,7 +32,7 @@ def delta_messages_state(snapshot_frequency: int | None = None) -> Any:
     """A `MessagesState` whose `messages` is a delta channel. The reducer is LangGraph's batching-invariant
     add_messages (it takes a step's writes at once). Without a frequency, the platform sets the
     MESSAGES_SNAPSHOT_FREQUENCY setting's when it compiles the graph (`apply_snapshot_frequency`)."""
-    reducer: Any = _messages_delta_reducer
+    reducer: Any = messages_delta_reducer
     frequency = snapshot_frequency or DEFAULT_SNAPSHOT_FREQUENCY
     channel: DeltaChannel[list[AnyMessage]] = DeltaChannel(reducer, snapshot_frequency=frequency)
 

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from psycopg.rows import DictRow
 
-from ..metrics import Metrics
+from ..core.metrics import Metrics
 
 # The thread whose run the current task executes under its lease; None outside runs.
 _held: contextvars.ContextVar[str | None] = contextvars.ContextVar("checkpoint_thread_held", default=None)

@@ -18,16 +18,12 @@ checkpoint (stores the rebuilt value there as a snapshot, with the graph's own r
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.channels import DeltaChannel
 from langgraph.checkpoint.base import (
@@ -43,312 +39,38 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.base import PendingWrite as PendingWriteTuple
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.postgres.base import (
-    PRUNE_DELTA_THREADS_SQL,
-    _aexecute,
-    _build_delta_stage2_sql,
-    _keep_latest,
-    _Statements,
-)
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from prometheus_client import Histogram
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
-from ..database import Pool
-from ..metrics import Metrics
+from ..core.database import Pool
+from ..core.metrics import Metrics
 from .batch import one_statement
+from .history import Chain, ChainCache, SnapshotCache
+from .langgraph_private import (
+    PRUNE_DELTA_THREADS_SQL,
+    DeltaSnapshot,
+    Statements,
+    aexecute_statements,
+    build_delta_stage2_sql,
+    keep_latest_statements,
+)
 from .latest import LATEST_CHECKPOINT, Latest, LatestCheckpoints, Step
+from .pipeline import PayloadStore, PendingWrite, Statement
+from .sql import (
+    COPY_THREAD,
+    DELETE_RUN_CHECKPOINTS,
+    DELETE_RUN_WRITES,
+    MARK_SNAPSHOT,
+    SELECT_DELTA_WALK,
+    SELECT_LATEST_WHERE,
+    SELECT_PAYLOAD_REFERENCES,
+    SELECT_SUBGRAPH_DELTA_THREADS,
+)
 
 T = TypeVar("T")
-
-# The service puts each run's ID in its checkpoints' metadata (configurable.run_id), as the Agent Server does.
-DELETE_RUN_WRITES = """
-    DELETE FROM checkpoint_writes w USING checkpoints c
-    WHERE c.metadata->>'run_id' = ANY(%s) AND w.thread_id = c.thread_id
-      AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
-"""
-DELETE_RUN_CHECKPOINTS = "DELETE FROM checkpoints WHERE metadata->>'run_id' = ANY(%s)"
-# Every payload reference a thread's rows still hold (the hybrid store's garbage collection after a prune).
-SELECT_PAYLOAD_REFERENCES = """
-    SELECT blob FROM checkpoint_blobs WHERE thread_id = %(thread_id)s AND type = %(type)s
-    UNION ALL
-    SELECT blob FROM checkpoint_writes WHERE thread_id = %(thread_id)s AND type = %(type)s
-"""
-# A thread copy: every checkpoint, blob and write, in one snapshot of the source (REPEATABLE READ).
-COPY_THREAD = (
-    """
-    INSERT INTO checkpoints
-        (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata)
-    SELECT %(target)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata
-    FROM checkpoints WHERE thread_id = %(source)s
-    """,
-    """
-    INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-    SELECT %(target)s, checkpoint_ns, channel, version, type, blob FROM checkpoint_blobs WHERE thread_id = %(source)s
-    """,
-    """
-    INSERT INTO checkpoint_writes
-        (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
-    SELECT %(target)s, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
-    FROM checkpoint_writes WHERE thread_id = %(source)s
-    """,
-)
-# Sealing a delta thread's latest checkpoint: its channel now has a stored value (the snapshot blob at
-# its version), and the count of updates since the last snapshot starts again.
-MARK_SNAPSHOT = """
-    UPDATE checkpoints
-    SET checkpoint = jsonb_set(checkpoint, array['channel_values', %s], 'true'),
-        metadata = metadata #- array['counters_since_delta_snapshot', %s]
-    WHERE thread_id = %s AND checkpoint_ns = '' AND checkpoint_id = %s
-"""
-# Delta channels in subgraph namespaces: their reducers are not the root graph's, so they stay unpruned.
-SUBGRAPH_DELTA_THREADS = """
-    SELECT DISTINCT thread_id FROM checkpoints
-    WHERE thread_id = ANY(%s) AND checkpoint_ns <> ''
-      AND (metadata ? 'counters_since_delta_snapshot' OR metadata ? 'delta_writes_versioned')
-"""
-SELECT_LATEST_WHERE = "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
-
-# A checkpoint holds a stored value for channel `ch`: a blob (a snapshot, or a plain value written
-# before the channel became a DeltaChannel) or an inline primitive. The stock saver's test, per row.
-_SEEDED = """(
-    EXISTS (SELECT 1 FROM checkpoint_blobs b
-            WHERE b.thread_id = %(thread_id)s AND b.checkpoint_ns = %(checkpoint_ns)s AND b.channel = ch
-              AND b.version = w.versions ->> ch AND b.type <> 'empty')
-    OR coalesce(jsonb_typeof(w.inline_values -> ch), 'null') <> 'null'
-)"""
-# The ancestors of a checkpoint ('c' rows, `depth` 0 for its parent), each with the channels still
-# looking for their stored value (`pending`) and those that found it there (`seeds`: version, in a
-# blob?, inline value), and their writes to those channels ('w' rows). The stock saver reads pages of
-# 1024 checkpoints to walk the same chain, then the writes in a second query; this is one query.
-DELTA_WALK_SQL = f"""
-WITH RECURSIVE walk AS (
-    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint -> 'channel_versions' AS versions,
-           c.checkpoint -> 'channel_values' AS inline_values, %(channels)s::text[] AS pending, 0 AS depth
-    FROM checkpoints c
-    WHERE c.thread_id = %(thread_id)s AND c.checkpoint_ns = %(checkpoint_ns)s AND c.checkpoint_id = (
-        SELECT parent_checkpoint_id FROM checkpoints
-        WHERE thread_id = %(thread_id)s AND checkpoint_ns = %(checkpoint_ns)s AND checkpoint_id = %(checkpoint_id)s)
-  UNION ALL
-    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint -> 'channel_versions',
-           c.checkpoint -> 'channel_values', left_over.pending, w.depth + 1
-    FROM walk w
-    CROSS JOIN LATERAL (SELECT array(SELECT ch FROM unnest(w.pending) ch WHERE NOT {_SEEDED}) AS pending) left_over
-    -- LATERAL ... LIMIT 1: one primary-key lookup per step (a plain join lets the planner scan
-    -- the whole thread at every step when a young table's statistics say it is tiny).
-    CROSS JOIN LATERAL (
-        SELECT * FROM checkpoints p
-        WHERE p.thread_id = %(thread_id)s AND p.checkpoint_ns = %(checkpoint_ns)s
-          AND p.checkpoint_id = w.parent_checkpoint_id
-        LIMIT 1
-    ) c
-    -- Nor past `stop`: the target of an earlier walk, whose own ancestors are known (ChainCache).
-    WHERE cardinality(left_over.pending) > 0 AND w.checkpoint_id IS DISTINCT FROM %(stop)s::text
-),
-steps AS MATERIALIZED (
-    SELECT w.checkpoint_id, w.pending, w.depth,
-           (SELECT jsonb_object_agg(ch, jsonb_build_array(w.versions ->> ch, EXISTS (
-                      SELECT 1 FROM checkpoint_blobs b
-                      WHERE b.thread_id = %(thread_id)s AND b.checkpoint_ns = %(checkpoint_ns)s AND b.channel = ch
-                        AND b.version = w.versions ->> ch AND b.type <> 'empty'), w.inline_values -> ch))
-            FROM unnest(w.pending) ch WHERE {_SEEDED}) AS seeds
-    FROM walk w
-)
-SELECT 'c'::text AS _kind, s.checkpoint_id, NULL::text AS channel, NULL::text AS type, NULL::bytea AS blob,
-       NULL::text AS task_id, NULL::text AS task_path, NULL::int AS idx, s.pending, s.seeds, s.depth
-FROM steps s
-UNION ALL
--- Each step's writes to the channels it is on the chain of: the stock saver's second query, joined.
-SELECT 'w', cw.checkpoint_id, cw.channel, cw.type, cw.blob, cw.task_id, cw.task_path, cw.idx, NULL, NULL, NULL
-FROM steps s CROSS JOIN LATERAL unnest(s.pending) ch
-CROSS JOIN LATERAL (
-    SELECT * FROM checkpoint_writes x
-    WHERE x.thread_id = %(thread_id)s AND x.checkpoint_ns = %(checkpoint_ns)s
-      AND x.checkpoint_id = s.checkpoint_id AND x.channel = ch
-    OFFSET 0
-) cw
-"""
-# Decoded snapshots kept per process, counted in serialised bytes.
-SNAPSHOT_CACHE_BYTES = 32 * 1024 * 1024
-# Smaller blobs decode faster than they hash.
-_SNAPSHOT_CACHE_MIN_BYTES = 4096
-
-
-@dataclass(slots=True)
-class Statement:
-    sql: str
-    rows: list[tuple[Any, ...]]
-    # Columns of (type, payload bytes) in each row, for statements that carry serialised values.
-    payload_columns: tuple[int, int] | None = None
-
-
-@dataclass(slots=True)
-class PendingWrite:
-    """Everything one `aput` or `aput_writes` call writes, ready to run in a transaction."""
-
-    thread_id: str
-    statements: list[Statement] = field(default_factory=list)
-
-
-class PayloadStore(Protocol):
-    """Where large payloads live instead of PostgreSQL (the hybrid store)."""
-
-    # The `type` of a blob row whose payload is a reference to a stored object.
-    reference_type: str
-
-    async def offload(self, write: PendingWrite) -> None:
-        """Store large payloads of `write` and replace them by references, before it commits."""
-
-    async def resolve(self, row: DictRow) -> None:
-        """Replace references in a checkpoint row read from PostgreSQL by the payloads."""
-
-    async def resolve_values(self, values: list[list[Any]]) -> None:
-        """Replace references in [type, payload] pairs (bytes) by the payloads' own type and bytes."""
-
-    async def delete_thread(self, thread_id: str) -> None: ...
-
-    async def retain(self, thread_id: str, references: Sequence[bytes], older_than: datetime) -> None:
-        """Delete the thread's objects that none of `references` names and that predate `older_than`."""
-
-    async def copy_thread(self, conn: AsyncConnection[DictRow], source: str, target: str) -> None:
-        """Give the rows `conn` just copied from `source` to `target` payloads of their own."""
-
-
-class SnapshotCache:
-    """Decoded delta-channel snapshots and message writes, least recently used first out.
-
-    A long thread's snapshot holds its whole message list, and every turn (and every state of a
-    history page) after it starts from it: decoding it once instead of each time is what keeps a
-    turn's cost flat. Keyed by content, or by where the walk found the seed: (thread, namespace,
-    channel, version, checkpoint ID); checkpoint IDs never repeat, so a deleted and recreated thread
-    cannot read a stale entry, and a cached seed is not even fetched from the database. Writes are
-    keyed by their row's key (thread, namespace, checkpoint ID, task, index): the writes replayed
-    after a snapshot are shared by every later state. Each hit is a fresh list (the reducer and
-    nodes may change it) of the same message objects.
-    """
-
-    def __init__(self, max_bytes: int = SNAPSHOT_CACHE_BYTES) -> None:
-        self._entries: OrderedDict[Hashable, tuple[int, Any]] = OrderedDict()
-        self._max_bytes = max_bytes
-        self._bytes = 0
-
-    def get(self, key: Hashable) -> Any:
-        if (entry := self._entries.get(key)) is None:
-            return None
-        self._entries.move_to_end(key)
-        return _copy(entry[1])
-
-    def loads(self, serde: SerializerProtocol, type_: str, blob: bytes, key: Hashable | None = None) -> Any:
-        """Decode `blob`; `key` names it when known (else its hash does, for snapshots worth hashing)."""
-        hashed = key is None
-        if key is None:
-            if len(blob) < _SNAPSHOT_CACHE_MIN_BYTES:
-                return serde.loads_typed((type_, blob))
-            key = hashlib.blake2b(blob, digest_size=20, person=type_.encode()[:16]).digest()
-        if (hit := self.get(key)) is not None:
-            return hit
-        value = serde.loads_typed((type_, blob))
-        if _cacheable(value) and (not hashed or isinstance(value, _DeltaSnapshot)) and len(blob) <= self._max_bytes:
-            self._entries[key] = (len(blob), _copy(value))
-            self._bytes += len(blob)
-            while self._bytes > self._max_bytes:
-                self._bytes -= self._entries.popitem(last=False)[1][0]
-        return value
-
-
-@dataclass(slots=True)
-class Chain:
-    """One channel's ancestor walk from `target`: checkpoint IDs from its parent back to the seed's checkpoint
-    (or the root), each one's writes to the channel in replay order, and the seed, if the walk found one."""
-
-    target: str
-    ids: list[str]
-    writes: list[list[PendingWriteTuple]]
-    seeded: bool
-    seed: Any = None
-    positions: dict[str, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.positions = {checkpoint_id: n for n, checkpoint_id in enumerate(self.ids)}
-
-    @staticmethod
-    def continuing(target: str, ids: list[str], writes: list[list[PendingWriteTuple]], earlier: Chain) -> Chain:
-        """The walk from `target` that reached `earlier`'s target: `earlier`'s chain goes on from there."""
-        return Chain(target, ids + earlier.ids, writes + earlier.writes, earlier.seeded, earlier.seed)
-
-    def history(self, after: int = -1) -> DeltaChannelHistory:
-        """The history of the checkpoint at `after` (-1: the walk's own target): the writes of its
-        ancestors on the chain, oldest first, and the seed."""
-        writes = [w for n in range(len(self.ids) - 1, after, -1) for w in self.writes[n]]
-        history: DeltaChannelHistory = {"writes": writes}
-        if self.seeded:
-            history["seed"] = _copy(self.seed) if isinstance(self.seed, list | _DeltaSnapshot) else self.seed
-        return history
-
-
-class ChainCache:
-    """The latest ancestor walk per thread, namespace and channel, least recently used first out.
-
-    Every checkpoint on a walked chain has the rest of the chain as its own ancestors: parent links never
-    change (a prune cuts the chain only below the checkpoint it keeps, which then stores its own value). So
-    the older states of a history page, and the turns after a walk, are answered from the newest state's
-    walk without a query.
-    """
-
-    def __init__(self, max_chains: int = 1024) -> None:
-        self._chains: OrderedDict[tuple[str, str, str], Chain] = OrderedDict()
-        self._max_chains = max_chains
-
-    def lookup(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: Sequence[str]
-    ) -> dict[str, DeltaChannelHistory] | None:
-        found: dict[str, DeltaChannelHistory] = {}
-        for channel in channels:
-            chain = self._chains.get((thread_id, checkpoint_ns, channel))
-            at = None if chain is None else -1 if chain.target == checkpoint_id else chain.positions.get(checkpoint_id)
-            # The seed's own checkpoint stores the value: LangGraph reads it there, not through a walk.
-            if chain is None or at is None or (chain.seeded and at == len(chain.ids) - 1):
-                return None
-            self._chains.move_to_end((thread_id, checkpoint_ns, channel))
-            found[channel] = chain.history(at)
-        return found
-
-    def get(self, thread_id: str, checkpoint_ns: str, channel: str) -> Chain | None:
-        return self._chains.get((thread_id, checkpoint_ns, channel))
-
-    def stop(self, thread_id: str, checkpoint_ns: str, channels: Sequence[str]) -> str | None:
-        """Where a new walk for `channels` may stop: the target all their latest walks share (a turn's
-        walk then reads only the checkpoints the previous turn added)."""
-        targets = {chain.target if (chain := self.get(thread_id, checkpoint_ns, ch)) else None for ch in channels}
-        return targets.pop() if len(targets) == 1 else None
-
-    def put(self, thread_id: str, checkpoint_ns: str, channel: str, chain: Chain) -> None:
-        self._chains[(thread_id, checkpoint_ns, channel)] = chain
-        self._chains.move_to_end((thread_id, checkpoint_ns, channel))
-        while len(self._chains) > self._max_chains:
-            self._chains.popitem(last=False)
-
-    def drop(self, thread_id: str) -> None:
-        for key in [key for key in self._chains if key[0] == thread_id]:
-            del self._chains[key]
-
-    def clear(self) -> None:
-        self._chains.clear()
-
-
-def _cacheable(value: Any) -> bool:
-    """Snapshots holding lists, and writes of messages: immutable once stored, and costly to decode."""
-    if isinstance(value, _DeltaSnapshot):
-        return isinstance(value.value, list)
-    return isinstance(value, list) and all(isinstance(item, BaseMessage) for item in value)
-
-
-def _copy(value: Any) -> Any:
-    """A fresh list of the same items: a reducer or a node may change the list, not the messages."""
-    return _DeltaSnapshot(list(value.value)) if isinstance(value, _DeltaSnapshot) else list(value)
 
 
 class PooledPostgresSaver(AsyncPostgresSaver):
@@ -432,7 +154,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         inline: dict[str, Any] = {}
         blobs: dict[str, Any] = {}
         for key, value in checkpoint["channel_values"].items():
-            if isinstance(value, _DeltaSnapshot):
+            if isinstance(value, DeltaSnapshot):
                 blobs[key] = value
                 inline[key] = True
             elif value is None or isinstance(value, str | int | float | bool):
@@ -615,13 +337,13 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         """The stock keep_latest, each thread's latest root checkpoint sealed first, so that delta threads
         keep their state. Like the stock prune, it expects no run to write the threads meanwhile."""
         async with self._cursor() as cur:
-            await cur.execute(SUBGRAPH_DELTA_THREADS, (thread_ids,))
+            await cur.execute(SELECT_SUBGRAPH_DELTA_THREADS, (thread_ids,))
             if refused := sorted(row["thread_id"] for row in await cur.fetchall()):
                 raise NotImplementedError(f"keep_latest can't prune delta channels of subgraphs: {', '.join(refused)}")
         for thread_id in thread_ids:
             await self._seal(thread_id)
             async with self._cursor() as cur, cur.connection.transaction():
-                await _aexecute(cur, _without_delta_refusal(_keep_latest(thread_id)))
+                await aexecute_statements(cur, _without_delta_refusal(keep_latest_statements(thread_id)))
 
     async def _seal(self, thread_id: str) -> None:
         """Store the latest root checkpoint's rebuilt delta channels there as snapshots, as LangGraph itself
@@ -644,7 +366,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             # As LangGraph rebuilds a channel on load (pregel/_checkpoint.py `_replay`).
             channel = self.delta_channels[name].from_checkpoint(history[name].get("seed"))
             channel.replay_writes(history[name]["writes"])
-            values[name] = _DeltaSnapshot(channel.get())
+            values[name] = DeltaSnapshot(channel.get())
         versions = {name: checkpoint["channel_versions"][name] for name in unsealed}
         checkpoint_id = head.config["configurable"]["checkpoint_id"]
         blobs = list(self._dump_blobs(thread_id, "", values, versions))
@@ -730,7 +452,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         walk = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
         stop = self.chains.stop(thread_id, checkpoint_ns, channels)
         async with self._cursor() as cur:
-            await cur.execute(DELTA_WALK_SQL, {**walk, "channels": channels, "stop": stop})
+            await cur.execute(SELECT_DELTA_WALK, {**walk, "channels": channels, "stop": stop})
             rows = await cur.fetchall()
             for row in sorted((row for row in rows if row["_kind"] == "c"), key=lambda row: row["depth"]):
                 seeds = row["seeds"] or {}
@@ -746,7 +468,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             rows = [row for row in rows if row["_kind"] == "w"]
             # A snapshot not in the cache yet: read it as the stock saver does.
             with_seed = [ch for ch in channels if seed_ver_by_ch[ch] is not None and ch not in cached]
-            if sql := _build_delta_stage2_sql(channels_with_chain=[], channels_with_seed=with_seed):
+            if sql := build_delta_stage2_sql(channels_with_chain=[], channels_with_seed=with_seed):
                 params: list[Any] = []
                 for ch in with_seed:
                     params += [thread_id, checkpoint_ns, ch, seed_ver_by_ch[ch]]
@@ -800,7 +522,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     def _walk_trail(
         self, thread_id: str, target: str, parent_id: str | None, trail: list[Step], channels: list[str]
     ) -> dict[str, DeltaChannelHistory] | None:
-        """The walk DELTA_WALK_SQL makes, over the checkpoints this process wrote, back to a stored value or to
+        """The walk SELECT_DELTA_WALK makes, over the checkpoints this process wrote, back to a stored value or to
         the target of the previous walk (None: the trail ends before either, so the query must walk)."""
         steps = {step.checkpoint_id: step for step in trail}
         chains: dict[str, Chain] = {}
@@ -874,7 +596,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
             self.metrics.checkpoint_duration.labels("list").observe(time.perf_counter() - start)
 
 
-def _without_delta_refusal(statements: _Statements) -> _Statements:
+def _without_delta_refusal(statements: Statements) -> Statements:
     """`statements` (the stock keep_latest's) without its refusal of delta threads: theirs are sealed."""
     try:
         sql, params, fetch = next(statements)

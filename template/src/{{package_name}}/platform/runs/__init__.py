@@ -1,20 +1,21 @@
-"""Runs as durable, coordinated records (docs/operations.md): the one service the run routes call."""
+"""Runs as durable, coordinated records (docs/operations.md), executed by any replica.
+
+Where each part of a run's life happens:
+- admission.py: a request (a route's, the cron scheduler's) checked and turned into a run;
+- store.py and sql.py: the run as a row in service_runs, under the thread's lock;
+- workers.py: claiming and executing runs under a lease, and their outcome;
+- graph_events.py: LangGraph's stream parts as the Agent Server's events;
+- event_log.py: those events as rows, and the notifications between replicas;
+- local.py: a run followed in memory by the replica executing it;
+- service.py: RunService, the one service the routes call to wait for, stream, read and cancel runs.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any, cast
-
-from ..metrics import Metrics
-from .bus import EventLog, Notifier, RunEvent, wait_for
-from .local import LEFT, LocalRun
-from .records import CancelAction, MultitaskStrategy, RunRecord, RunStatus, RunStore
+from .event_log import EventLog, Notifier, RunEvent
+from .service import RunService, running
+from .store import CancelAction, MultitaskStrategy, RunRecord, RunStatus, RunStore
 from .workers import RunWorkers, WorkerSettings
-
-ReadinessCheck = Callable[[], Awaitable[None]]
 
 __all__ = [
     "CancelAction",
@@ -30,164 +31,3 @@ __all__ = [
     "WorkerSettings",
     "running",
 ]
-
-
-class RunService:
-    """Create, read, wait for, stream and cancel runs; any replica can serve any run.
-
-    A run that can start at once is executed by the replica that created it, and its waiters and
-    stream readers there follow it in memory (local.py); everyone else follows it through PostgreSQL.
-    """
-
-    def __init__(
-        self, store: RunStore, events: EventLog, notifier: Notifier, workers: RunWorkers, poll_seconds: float
-    ) -> None:
-        self.store = store
-        self.events = events
-        self.notifier = notifier
-        self.workers = workers
-        # Notifications are the fast path; re-reading this often covers one lost in a reconnect.
-        self._poll_seconds = poll_seconds
-
-    async def create(self, *, waited: bool = False, streamed: bool = False, **fields: Any) -> RunRecord:
-        """RunStore.create, offering this replica's lease: `waited` / `streamed` say the caller will wait
-        for the run / read its stream from the start. Shielded: a run admitted under this replica's lease
-        starts here even if the request is cancelled meanwhile."""
-        return await asyncio.shield(asyncio.ensure_future(self._admit(waited, streamed, fields)))
-
-    async def _admit(self, waited: bool, streamed: bool, fields: dict[str, Any]) -> RunRecord:
-        claim = self.workers.offer()
-        try:
-            admitted = await self.store.create(**fields, claim=claim, watched=waited, streamed=streamed)
-        except BaseException:
-            if claim is not None:
-                self.workers.decline()
-            raise
-        if admitted.claimed is not None:
-            self.workers.execute(admitted.claimed, expect_reader=streamed)
-        elif claim is not None:
-            self.workers.decline()
-        return admitted.run
-
-    async def wait(self, run: RunRecord) -> RunRecord | None:
-        """The run once it ended; None when it disappeared (rolled back or deleted)."""
-        local = self.workers.local.get(run)
-        if local is not None:
-            ended = await asyncio.shield(local.outcome)
-            if ended is not LEFT:
-                return cast(RunRecord | None, ended)
-        with self.notifier.subscribe(str(run.run_id)) as changed:
-            # A run created as waited for was just read; any other is marked so its end notifies.
-            latest = run if run.watched and local is None else await self.store.watch(run, stream=False)
-            while latest is not None and not latest.done:
-                await wait_for(changed, self._poll_seconds)
-                changed.clear()
-                latest = await self.store.get(run.thread_id, run.run_id)
-            return latest
-
-    async def stream(
-        self, run: RunRecord, after: int, heartbeat_seconds: float, from_start: bool
-    ) -> AsyncIterator[RunEvent | None]:
-        """The run's events until it ends; None whenever heartbeat_seconds pass in silence.
-
-        A resumable run's events are rows: after ID `after`, from any replica. Any other run's are live
-        from the moment of asking (`from_start`: its creator's stream, from the first event), as the Agent
-        Server streams them; a finished run that was not resumable has none left to send.
-        """
-        resumable = bool(run.kwargs.get("stream_resumable"))
-        local = self.workers.local.get(run)
-        if local is not None and not resumable:
-            async for item in _live(local, from_start, heartbeat_seconds):
-                yield item
-            if not _left(local):
-                return
-            after = 0  # the run goes on elsewhere: its events from there are rows (REQUEUE_RUN)
-        # Marked (unless its creator asked for both): the run's end notifies, and its events become rows.
-        if not (run.watched and run.streamed and local is None):
-            if await self.store.watch(run, stream=not resumable) is None:
-                return
-        with self.notifier.subscribe(str(run.run_id), f"events:{run.run_id}") as changed:
-            idle_since = asyncio.get_running_loop().time()
-            while True:
-                changed.clear()
-                # Status before events: every event is committed before the status that ends the run.
-                current = await self.store.get(run.thread_id, run.run_id)
-                events = await self.events.read(run.run_id, after)
-                for item in events:
-                    after = item.id
-                    yield item
-                if events:
-                    idle_since = asyncio.get_running_loop().time()
-                    continue
-                if current is None or current.done:
-                    return
-                await wait_for(changed, self._poll_seconds)
-                if asyncio.get_running_loop().time() - idle_since >= heartbeat_seconds:
-                    idle_since = asyncio.get_running_loop().time()
-                    yield None
-
-    async def cancel(self, run_ids: list[uuid.UUID], action: CancelAction) -> list[uuid.UUID]:
-        return await self.store.cancel(run_ids, action)
-
-    async def forget_thread(self, user_id: str, thread_id: str) -> None:
-        """Before a thread is deleted: its runs in flight are rolled back, its finished runs deleted."""
-        inflight = await self.store.cancellable(user_id, ["pending", "running"], thread_id, None)
-        await self.store.cancel(inflight, "rollback")
-        await self.store.delete_finished_of_thread(thread_id)
-
-
-async def _live(local: LocalRun, from_start: bool, heartbeat_seconds: float) -> AsyncIterator[RunEvent | None]:
-    """A run's events in memory, as this replica executes it, until it ends or leaves."""
-    index = 0 if from_start else len(local.events)
-    with local.reading(from_start) as changed:
-        while True:
-            changed.clear()
-            while index < len(local.events):
-                name, data = local.events[index]
-                index += 1
-                yield RunEvent(index, name, data)
-            if local.outcome.done():
-                return
-            if not await wait_for(changed, heartbeat_seconds):
-                yield None
-
-
-def _left(local: LocalRun) -> bool:
-    outcome = local.outcome
-    return outcome.done() and outcome.exception() is None and outcome.result() is LEFT
-
-
-@asynccontextmanager
-async def running(
-    workers: RunWorkers, notifier: Notifier, metrics: Metrics, drain_seconds: float, connect_timeout: float
-) -> AsyncIterator[ReadinessCheck]:
-    """The run subsystem's background loops as named tasks of the lifespan; yields their readiness check.
-
-    On exit the workers drain first (stop claiming, finish or hand back), while the notifier still runs.
-    """
-    listener = asyncio.create_task(notifier.run(), name="run-notifier")
-    try:
-        # Not ready without notifications: start-up fails loudly rather than waiting forever.
-        async with asyncio.timeout(connect_timeout):
-            await notifier.connected.wait()
-    except TimeoutError:
-        listener.cancel()
-        raise RuntimeError(f"run notifications could not connect: {notifier.last_error}") from None
-    workers.start()
-    tasks = [listener, *workers.tasks]
-    for task in tasks:
-        metrics.background_task_up.labels(task.get_name()).set(1)
-        task.add_done_callback(lambda done: metrics.background_task_up.labels(done.get_name()).set(0))
-
-    async def check() -> None:
-        if stopped := [task.get_name() for task in tasks if task.done()]:
-            raise RuntimeError(f"background tasks stopped: {stopped}")
-        if not notifier.connected.is_set():
-            raise RuntimeError("run notifications are not connected")
-
-    try:
-        yield check
-    finally:
-        await workers.stop(drain_seconds)
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)

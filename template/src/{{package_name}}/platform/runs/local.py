@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .events import Event
-from .records import RunRecord
+from .graph_events import Event
+from .store import RunRecord
 
 
 class LocalRun:

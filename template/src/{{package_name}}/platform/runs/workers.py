@@ -25,16 +25,16 @@ from opentelemetry.trace import StatusCode
 from ...errors import Unavailable
 from ..checkpointing.latest import Latest
 from ..checkpointing.saver import PooledPostgresSaver
-from ..database import DATABASE_OUTAGES
-from ..logs import log_context
+from ..core.database import DATABASE_OUTAGES
+from ..core.logs import log_context
+from ..core.metrics import Metrics
+from ..core.tracing import Tracing
 from ..memory import UserStore
-from ..metrics import Metrics
-from ..registry import ThreadRegistry
-from ..tracing import Tracing
-from .bus import EventLog, EventWriter, Notifier, wait_for
-from .events import EventBuilder, event
+from ..threads.registry import ThreadRegistry
+from .event_log import EventLog, EventWriter, Notifier, wait_for
+from .graph_events import EventBuilder, event
 from .local import LEFT, LocalRun, LocalRuns
-from .records import Claim, Claimed, RunRecord, RunStore
+from .store import Claim, Claimed, RunRecord, RunStore
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 from psycopg import AsyncConnection
 
-from ..settings import Settings
+from ...settings import Settings
 
 # Probes and scrapes every few seconds would drown the traces that matter.
 EXCLUDED_URLS = "healthz,readyz,metrics"

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .database import Pool
-from .migrations import apply_migrations
+from ..core.database import Pool
+from ..core.migrations import apply_migrations
 
 MIGRATIONS = (
     """
@@ -70,7 +70,7 @@ class ThreadRegistry:
         self._pool = pool
 
     async def setup(self) -> None:
-        """Run under platform.migrations.migration_lock, like every subsystem's migrations."""
+        """Run under platform.core.migrations.migration_lock, like every subsystem's migrations."""
         await apply_migrations(self._pool, MIGRATIONS)
 
     async def create(self, thread_id: str, user_id: str, session_type: str, metadata: dict[str, Any]) -> ThreadRecord:

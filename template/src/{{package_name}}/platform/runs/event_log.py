@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection, OperationalError
 
-from ..database import Pool
-from ..migrations import apply_migrations
+from ..core.database import Pool
+from ..core.migrations import apply_migrations
 from .local import LocalRun
-from .records import CHANNEL
+from .sql import CHANNEL
 
 log = logging.getLogger(__name__)
 

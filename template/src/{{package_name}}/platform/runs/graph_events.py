@@ -7,7 +7,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, BaseMessageChunk
 
-from ..encoding import jsonable
+from ..core.encoding import jsonable
 
 # The Agent Server's stream modes, and the LangGraph mode that feeds each.
 GRAPH_MODE: dict[str, str] = {"messages-tuple": "messages", "messages": "messages"}

@@ -103,3 +103,10 @@ class ThreadManager:
 
     def owner_of(self, thread_id: str) -> str:
         return self.parse_thread_id(thread_id).user_id
+
+    def is_owner(self, thread_id: str, user_id: str) -> bool:
+        """Whether the signed ID names `user_id` as its owner (False for a forged or malformed one too)."""
+        try:
+            return self.owner_of(thread_id) == user_id
+        except InvalidThreadId:
+            return False

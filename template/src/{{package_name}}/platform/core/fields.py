@@ -1,4 +1,5 @@
-"""Request field types shared by the routers."""
+"""Field types of what PostgreSQL can store (no NUL in jsonb or text; 64-bit integers for orjson), shared by
+the request models of the routes and of run admission."""
 
 from __future__ import annotations
 

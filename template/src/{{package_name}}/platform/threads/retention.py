@@ -15,15 +15,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from psycopg import AsyncConnection
 
-from .database import Pool
-from .metrics import Metrics
-from .migrations import apply_migrations
-from .runs import RunStore
+from ..core.database import Pool
+from ..core.metrics import Metrics
+from ..core.migrations import apply_migrations
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +62,18 @@ SELECT_OWNED = """
     SELECT thread_id FROM service_threads WHERE thread_id = ANY(%s) AND user_id = %s
     ORDER BY thread_id FOR UPDATE
 """
-# The key run creation locks (platform/runs/records.py LOCK_THREAD), tried rather than waited for.
-TRY_LOCK_THREAD = "SELECT pg_try_advisory_xact_lock(hashtext('service_runs'), hashtext(%s)) AS locked"
-THREAD_BUSY = "SELECT 1 FROM service_runs WHERE thread_id = %s AND status IN ('pending', 'running') LIMIT 1"
 COUNT_CHECKPOINTS = "SELECT count(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)"
 DELETE_THREADS = "DELETE FROM service_threads WHERE thread_id = ANY(%s)"
 MARK_PRUNED = "UPDATE service_threads SET pruned_at = now() WHERE thread_id = ANY(%s)"
+
+
+class RunLocks(Protocol):
+    """What retention needs of the runs (platform/runs/store.py RunStore): their thread lock, and their rows
+    gone with a deleted thread. A protocol: threads sit below runs, which import the registry."""
+
+    async def lock_idle_thread(self, conn: AsyncConnection[Any], thread_id: str) -> bool: ...
+
+    async def delete_finished_of_thread(self, thread_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,7 @@ class Retention:
         self,
         pool: Pool,
         checkpointer: BaseCheckpointSaver[str],
-        runs: RunStore,
+        runs: RunLocks,
         metrics: Metrics,
         settings: RetentionSettings,
     ) -> None:
@@ -124,7 +129,7 @@ class Retention:
         return len(idle)
 
     async def tick(self) -> None:
-        """The sweeper loop's tick (platform/leases.py LeasedLoop)."""
+        """The sweeper loop's tick (platform/core/leases.py LeasedLoop)."""
         if handled := await self.sweep():
             log.info("retention: swept %d expired threads", handled)
 
@@ -153,11 +158,11 @@ class Retention:
         return handled
 
     async def _idle(self, conn: AsyncConnection[Any], thread_ids: list[str]) -> list[str]:
-        """The threads no run holds or waits on, each locked against new runs until the transaction ends."""
+        """The threads no run holds or waits on, each locked against new runs until the transaction ends
+        (the runs' own thread lock, RunStore.lock_idle_thread)."""
         idle = []
         for thread_id in thread_ids:
-            locked = await (await conn.execute(TRY_LOCK_THREAD, (thread_id,))).fetchone()
-            if locked and locked["locked"] and await (await conn.execute(THREAD_BUSY, (thread_id,))).fetchone() is None:
+            if await self._runs.lock_idle_thread(conn, thread_id):
                 idle.append(thread_id)
         return idle
 

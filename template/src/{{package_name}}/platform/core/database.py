@@ -14,7 +14,7 @@ from psycopg.abc import Params, Query
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from ..settings import Settings
+from ...settings import Settings
 
 log = logging.getLogger(__name__)
 

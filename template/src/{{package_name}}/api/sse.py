@@ -1,0 +1,31 @@
+"""Server-sent events framing, as the Agent Server frames a run's stream: one `event:`/`data:` block per
+event, an `id:` line only where a reconnect can resume from it, and a comment line as the heartbeat."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from ..platform.runs import RunEvent
+
+HEARTBEAT = b": heartbeat\n\n"
+
+
+async def sse_frames(
+    events: AsyncIterator[RunEvent | None],
+    with_ids: bool,
+    on_disconnect: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
+    """`events` framed; None in it is a heartbeat. `on_disconnect` runs when the client leaves early."""
+    finished = False
+    try:
+        async for item in events:
+            if item is None:
+                yield HEARTBEAT
+            elif with_ids:
+                yield f"event: {item.event}\ndata: {item.data}\nid: {item.id}\n\n".encode()
+            else:
+                yield f"event: {item.event}\ndata: {item.data}\n\n".encode()
+        finished = True
+    finally:
+        if not finished and on_disconnect is not None:
+            await on_disconnect()
