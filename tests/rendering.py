@@ -32,15 +32,23 @@ def git_save(repo: Path, message: str, tag: str | None = None) -> None:
         git(repo, "tag", tag)
 
 
-def make_template_repo(dest: Path, tag: str = "v1.0.0") -> Path:
-    """A git repository holding the working tree's template, committed and tagged."""
+def copy_template(dest: Path) -> None:
+    """Put the working tree's template parts into `dest` in place of whatever parts it held: the next
+    release of a template repository that a test built from an older one."""
     dest.mkdir(parents=True, exist_ok=True)
     for part in TEMPLATE_PARTS:
+        shutil.rmtree(dest / part, ignore_errors=True)
+        (dest / part).unlink(missing_ok=True)
         src = ROOT / part
         if src.is_dir():
             shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", ".venv", ".data"))
         elif src.exists():
             shutil.copy2(src, dest / part)
+
+
+def make_template_repo(dest: Path, tag: str = "v1.0.0") -> Path:
+    """A git repository holding the working tree's template, committed and tagged."""
+    copy_template(dest)
     git(dest, "init", "-q", "-b", "main")
     git_save(dest, "template", tag=tag)
     return dest

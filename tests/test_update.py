@@ -14,8 +14,8 @@ import yaml
 from packaging.version import InvalidVersion, Version
 
 from .checks import run_project_checks
-from .paths import ROOT, TEMPLATE_PARTS
-from .rendering import git, git_save, make_template_repo, render
+from .paths import ROOT
+from .rendering import copy_template, git, git_save, make_template_repo, render
 from .updating import PACKAGE, answers, assert_clean_merge, commit_project, update
 
 DEFAULTS: dict[str, Any] = {}
@@ -131,14 +131,7 @@ def test_update_from_previous_release_to_head(
     project = render(template, tmp_path / "service", data, vcs_ref=previous)
     commit_project(project)
     make_user_edits(project)
-    for part in TEMPLATE_PARTS:
-        shutil.rmtree(template / part, ignore_errors=True)
-        (template / part).unlink(missing_ok=True)
-        source = ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, template / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, template / part)
+    copy_template(template)
     git_save(template, "working tree")
 
     update(project, "HEAD")
