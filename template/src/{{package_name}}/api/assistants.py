@@ -144,18 +144,14 @@ def _xray(value: str | None) -> bool | int:
     return int(value)
 
 
+# What a create or a patch may set on an assistant, as the Agent Server's fields.
+ASSISTANT_FIELDS = {"graph_id", "name", "description", "config", "context", "metadata"}
+
+
 @router.post("/assistants")
 async def create_assistant(body: AssistantCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     assistant = await services.assistants.create(
-        user,
-        assistant_id=body.assistant_id,
-        graph_id=body.graph_id,
-        name=body.name,
-        description=body.description,
-        config=body.config,
-        context=body.context,
-        metadata=body.metadata,
-        if_exists=body.if_exists,
+        user, **body.model_dump(include={*ASSISTANT_FIELDS, "assistant_id", "if_exists"})
     )
     return assistant.body()
 
@@ -190,16 +186,7 @@ async def patch_assistant(
     assistant_id: AssistantId, body: AssistantPatch, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
     current: Assistant = await services.assistants.owned(assistant_id, user)
-    updated = await services.assistants.update(
-        current.assistant_id,
-        user,
-        graph_id=body.graph_id,
-        name=body.name,
-        description=body.description,
-        config=body.config,
-        context=body.context,
-        metadata=body.metadata,
-    )
+    updated = await services.assistants.update(current.assistant_id, user, **body.model_dump(include=ASSISTANT_FIELDS))
     return updated.body()
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from ..errors import Conflict, InvalidInput, NotFound
@@ -196,6 +198,13 @@ def _from_row(row: dict[str, Any]) -> Assistant:
     )
 
 
+async def _read(conn: AsyncConnection[DictRow], key: uuid.UUID, user: str) -> Assistant:
+    """The assistant just written in this transaction, as the caller sees it."""
+    row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
+    assert row is not None
+    return _from_row(row)
+
+
 def _uuid(assistant_id: str) -> uuid.UUID:
     try:
         return uuid.UUID(assistant_id)
@@ -279,9 +288,7 @@ class AssistantStore:
                 INSERT_VERSION,
                 (key, 1, graph_id, name or "Untitled", description, Jsonb(config), Jsonb(context), Jsonb(metadata)),
             )
-            row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
-        assert row is not None
-        return _from_row(row)
+            return await _read(conn, key, user)
 
     async def update(
         self,
@@ -321,9 +328,7 @@ class AssistantStore:
                 ),
             )
             await conn.execute(SET_VERSION, (version, key))
-            row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
-        assert row is not None
-        return _from_row(row)
+            return await _read(conn, key, user)
 
     async def delete(self, assistant_id: str, user: str) -> None:
         await self.owned(assistant_id, user)
@@ -350,9 +355,7 @@ class AssistantStore:
             if await (await conn.execute(VERSION_EXISTS, (key, version))).fetchone() is None:
                 raise NotFound(f"Assistant has no version {version}")
             await conn.execute(SET_VERSION, (version, key))
-            row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
-        assert row is not None
-        return _from_row(row)
+            return await _read(conn, key, user)
 
     async def search(
         self,

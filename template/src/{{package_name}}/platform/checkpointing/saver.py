@@ -266,7 +266,12 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
     # Reads and deletes: the stock queries, timed.
 
+    async def _settle(self, thread_id: str | None) -> None:
+        """Commit what is still pending for `thread_id` (None: for every thread) before a read or a delete
+        sees the tables. Writes here commit before they return, so nothing is; the queue's are batched."""
+
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        await self._settle(str(config["configurable"]["thread_id"]))
         return await self._timed("get_tuple", self._get_tuple(config))
 
     async def _get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -303,6 +308,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         self.chains.drop(thread_id)
 
     async def adelete_thread(self, thread_id: str) -> None:
+        # A write still pending would otherwise bring the thread back after the delete.
+        await self._settle(str(thread_id))
         self.forget(str(thread_id))
         await self._timed("delete_thread", super().adelete_thread(thread_id))
         # Rows first: a failure in between leaves unreferenced objects, never a row without its object.
@@ -313,6 +320,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         """LangGraph's prune, timed: "keep_latest" keeps each namespace's latest checkpoint (and what it reads),
         "delete" removes every checkpoint. With the hybrid store, objects no remaining row names go too."""
         # Objects uploaded after this (by a write racing the prune) are never collected. Object stores keep
+        # Like a delete: a write still pending would otherwise land after the prune and outlive it.
+        for thread_id in map(str, thread_ids):
+            await self._settle(thread_id)
         # whole seconds, so a later upload never looks older than the second the prune started in.
         started = datetime.now(UTC).replace(microsecond=0)
         if strategy == "keep_latest" and self.delta_channels and not isinstance(thread_ids, str):
@@ -384,6 +394,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints the runs wrote, and their writes (a rollback); blobs may be shared, so stay."""
+        # Pending writes of these runs must land first, or they would outlive the rollback.
+        await self._settle(None)
         # Any thread may lose its latest checkpoints: forget them all.
         self.latest.clear()
         self.chains.clear()
@@ -393,6 +405,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy the whole parent chain (what DeltaChannel reconstruction needs), never a part of it."""
+        # The copy must hold every write the source has been acknowledged for.
+        await self._settle(str(source_thread_id))
         names = {"source": str(source_thread_id), "target": str(target_thread_id)}
 
         async def copy() -> None:
@@ -416,6 +430,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         """The stock saver's answer (writes and seed per channel), from one walk query and one read."""
+        await self._settle(str(config["configurable"]["thread_id"]))
         return await self._timed("delta_history", self._delta_channel_history(config, list(channels)))
 
     async def _delta_channel_history(
@@ -589,6 +604,8 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
+        thread_id = (config or {}).get("configurable", {}).get("thread_id")
+        await self._settle(None if thread_id is None else str(thread_id))
         start = time.perf_counter()
         async for item in super().alist(config, filter=filter, before=before, limit=limit):
             yield item

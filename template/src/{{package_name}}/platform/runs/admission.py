@@ -123,26 +123,17 @@ def run_config(
     return {"configurable": configurable, "recursion_limit": recursion_limit, "metadata": body.metadata or {}}
 
 
+@dataclass(frozen=True, slots=True)
 class Admission:
     """Validates run requests and admits them as runs, on a caller's thread or a new stateless one."""
 
-    def __init__(
-        self,
-        graph: CompiledStateGraph,  # type: ignore[type-arg]
-        assistants: AssistantStore,
-        registry: ThreadRegistry,
-        thread_ids: ThreadManager,
-        runs: RunService,
-        metrics: Metrics,
-        settings: AdmissionSettings,
-    ) -> None:
-        self.graph = graph
-        self.assistants = assistants
-        self.registry = registry
-        self.thread_ids = thread_ids
-        self.runs = runs
-        self.metrics = metrics
-        self.settings = settings
+    graph: CompiledStateGraph  # type: ignore[type-arg]
+    assistants: AssistantStore
+    registry: ThreadRegistry
+    thread_ids: ThreadManager
+    runs: RunService
+    metrics: Metrics
+    settings: AdmissionSettings
 
     async def kwargs(self, body: RunCreate, thread_id: str, run_id: uuid.UUID, assistant: Assistant) -> dict[str, Any]:
         """What the worker runs, validated before the run is queued."""
