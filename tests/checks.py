@@ -74,6 +74,8 @@ def timed(timings: list[Timing], phase: str) -> Iterator[None]:
         timings.append((phase, start, time.time() - start))
 
 
+# Where a rendered service keeps its Python: the package, its tests, the benchmarks, deploy helpers.
+PYTHON_DIRS = ("src", "tests", "bench", "deploy")
 FAST, HEAVY = "not heavy", "heavy"
 # Lint and types only: the combination's tests are the same as another combination's (INERT_IN_TESTS).
 NO_TESTS = ""
@@ -113,8 +115,8 @@ def run_project_checks(
     timings = [] if timings is None else timings
     if lint:
         with timed(timings, "ruff"):
-            run("ruff check", [str(bin_dir / "ruff"), "check", "src", "tests", "bench", "deploy"], project, env)
-            run("ruff format", [str(bin_dir / "ruff"), "format", "--check", "src", "tests", "bench", "deploy"], project, env)
+            run("ruff check", [str(bin_dir / "ruff"), "check", *PYTHON_DIRS], project, env)
+            run("ruff format", [str(bin_dir / "ruff"), "format", "--check", *PYTHON_DIRS], project, env)
             workflows = sorted(str(path) for path in (project / ".github" / "workflows").glob("*.yml"))
             schema = ["--builtin-schema", "vendor.github-workflows"]
             run("workflow schema", [check_jsonschema(), *schema, *workflows], project, env)
