@@ -1,5 +1,6 @@
-"""Server-sent events framing, as the Agent Server frames a run's stream: one `event:`/`data:` block per
-event, an `id:` line only where a reconnect can resume from it, and a comment line as the heartbeat."""
+"""Server-sent events framing, as the Agent Server frames a run's stream (langgraph_api/sse.py): one
+`event:`/`data:` block per event, an `id:` line only where a reconnect can resume from it, a comment line as
+the heartbeat, every line ended by CRLF."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from ..platform.runs import RunEvent
 
-HEARTBEAT = b": heartbeat\n\n"
+HEARTBEAT = b": heartbeat\r\n\r\n"
 
 
 async def sse_frames(
@@ -22,9 +23,9 @@ async def sse_frames(
             if item is None:
                 yield HEARTBEAT
             elif with_ids:
-                yield f"event: {item.event}\ndata: {item.data}\nid: {item.id}\n\n".encode()
+                yield f"event: {item.event}\r\ndata: {item.data}\r\nid: {item.id}\r\n\r\n".encode()
             else:
-                yield f"event: {item.event}\ndata: {item.data}\n\n".encode()
+                yield f"event: {item.event}\r\ndata: {item.data}\r\n\r\n".encode()
         finished = True
     finally:
         if not finished and on_disconnect is not None:

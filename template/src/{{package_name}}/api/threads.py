@@ -149,9 +149,12 @@ async def thread_body(services: Services, record: ThreadRecord, select: list[str
         return select_fields(_record_fields(record), select)
     snapshot = await services.graph.aget_state(thread_config(record.thread_id))
     interrupts = [{"value": jsonable(i.value), "id": i.id} for t in snapshot.tasks for i in t.interrupts]
-    # Derived, never stored: a run in flight makes the thread busy, wherever it runs.
+    # Derived, never stored: a run in flight makes the thread busy, wherever it runs. Then as the Agent
+    # Server orders them: the last run's failure, a pause (an interrupt() or interrupt_before/after: tasks
+    # still to run), else idle.
     busy, last_status = await services.runs.thread_status(record.thread_id)
-    status = "busy" if busy else "interrupted" if interrupts else "error" if last_status == "error" else "idle"
+    failed = last_status in ("error", "timeout")
+    status = "busy" if busy else "error" if failed else "interrupted" if snapshot.next else "idle"
     body = {
         **_record_fields(record),
         "status": status,
