@@ -114,6 +114,11 @@ async def create_cron(body: CronCreate, services: ServicesDep, user: UserDep) ->
     return await _create_cron(services, user, body, None)
 
 
+@router.get("/runs/crons/{cron_id}")
+async def get_cron(cron_id: uuid.UUID, services: ServicesDep, user: UserDep) -> Any:
+    return (await services.crons.get(cron_id, user)).body()
+
+
 @router.patch("/runs/crons/{cron_id}")
 async def update_cron(cron_id: uuid.UUID, body: CronUpdate, services: ServicesDep, user: UserDep) -> Any:
     cron = await services.crons.get(cron_id, user)

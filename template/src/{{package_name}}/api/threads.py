@@ -401,6 +401,18 @@ async def get_state_at_checkpoint_id(
     return await _state(services, config, subgraphs, select)
 
 
+@router.get("/threads/{thread_id}/history")
+async def get_history_by_query(
+    record: ThreadDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1,
+    before: Annotated[str | None, Query(max_length=256)] = None,
+) -> list[dict[str, Any]]:
+    """The Agent Server's GET form of the history: `limit` states (one by default, as there), older than the
+    checkpoint `before` names."""
+    return await get_history(HistoryQuery(limit=limit, before=before), record, services)
+
+
 @router.post("/threads/{thread_id}/history")
 async def get_history(body: HistoryQuery, record: ThreadDep, services: ServicesDep) -> list[dict[str, Any]]:
     before = body.before
