@@ -39,6 +39,14 @@ async def info() -> dict[str, Any]:
         "version": service_version,
         "langgraph_py_version": langgraph_version,
         "flags": {"assistants": True, "crons": True, "langsmith": False, "langsmith_tracing_replicas": False},
+        # As a self-hosted Agent Server reports it, with no LangSmith deployment behind it.
+        "host": {
+            "kind": "self-hosted",
+            "project_id": None,
+            "host_revision_id": None,
+            "revision_id": None,
+            "tenant_id": None,
+        },
     }
 
 

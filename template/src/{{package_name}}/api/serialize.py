@@ -64,11 +64,25 @@ def thread_state(snapshot: StateSnapshot) -> dict[str, Any]:
             for task in snapshot.tasks
         ],
         "interrupts": interrupts,
+        # Deprecated in the Agent Server's schema, and still sent there.
+        "checkpoint_id": (snapshot.config or {}).get("configurable", {}).get("checkpoint_id"),
+        "parent_checkpoint_id": (snapshot.parent_config or {}).get("configurable", {}).get("checkpoint_id"),
     }
 
 
 STATE_FIELDS = frozenset(
-    ("values", "next", "tasks", "checkpoint", "metadata", "created_at", "parent_checkpoint", "interrupts")
+    (
+        "values",
+        "next",
+        "tasks",
+        "checkpoint",
+        "metadata",
+        "created_at",
+        "parent_checkpoint",
+        "interrupts",
+        "checkpoint_id",
+        "parent_checkpoint_id",
+    )
 )
 
 

@@ -70,7 +70,17 @@ ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 EXTRACT_STEP = re.compile(r"\.?([A-Za-z_][\w-]*)|\[(-?\d{1,9})\]")
 ExtractPath = Annotated[str, Field(max_length=256, pattern=r"^[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*|\[-?\d{1,9}\])*$")]
 ThreadField = Literal[
-    "thread_id", "created_at", "updated_at", "metadata", "config", "context", "status", "values", "interrupts"
+    "thread_id",
+    "created_at",
+    "updated_at",
+    "state_updated_at",
+    "metadata",
+    "config",
+    "context",
+    "status",
+    "values",
+    "interrupts",
+    "error",
 ]
 
 
@@ -141,7 +151,7 @@ def thread_config(thread_id: str, checkpoint: CheckpointRef | None = None) -> Ru
 
 
 # The fields of a thread that only its latest checkpoint and its runs can tell.
-STATE_DERIVED = frozenset(("status", "values", "interrupts"))
+STATE_DERIVED = frozenset(("status", "values", "interrupts", "error", "state_updated_at"))
 
 
 async def thread_body(services: Services, record: ThreadRecord, select: list[str] | None = None) -> dict[str, Any]:
@@ -152,11 +162,15 @@ async def thread_body(services: Services, record: ThreadRecord, select: list[str
     # Derived, never stored: a run in flight makes the thread busy, wherever it runs. Then as the Agent
     # Server orders them: the last run's failure, a pause (an interrupt() or interrupt_before/after: tasks
     # still to run), else idle.
-    busy, last_status = await services.runs.thread_status(record.thread_id)
-    failed = last_status in ("error", "timeout")
-    status = "busy" if busy else "error" if failed else "interrupted" if snapshot.next else "idle"
+    activity = await services.runs.thread_status(record.thread_id)
+    failed = activity.last_status in ("error", "timeout")
+    status = "busy" if activity.busy else "error" if failed else "interrupted" if snapshot.next else "idle"
     body = {
         **_record_fields(record),
+        # As the Agent Server's: the thread's error is its failed last run's, and its state changed when
+        # its latest checkpoint was written.
+        "error": activity.last_error if failed else None,
+        "state_updated_at": snapshot.created_at or record.updated_at,
         "status": status,
         "values": jsonable(snapshot.values),
         "interrupts": {record.thread_id: interrupts} if interrupts else {},
@@ -170,6 +184,8 @@ def _record_fields(record: ThreadRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "metadata": record.metadata,
+        # As the Agent Server's: a thread's own config stays empty (its runs carry theirs).
+        "config": {},
     }
 
 
@@ -362,8 +378,7 @@ async def get_state(
 @router.post("/threads/{thread_id}/state")
 async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
     """Write `values` as if `as_node` had run, and answer with the new checkpoint."""
-    busy, _ = await services.runs.thread_status(record.thread_id)
-    if busy:
+    if (await services.runs.thread_status(record.thread_id)).busy:
         raise Conflict("the thread has a run pending or running; update its state once the run ends")
     checkpoint = body.checkpoint or (CheckpointRef(checkpoint_id=body.checkpoint_id) if body.checkpoint_id else None)
     if body.as_node is not None:

@@ -146,7 +146,7 @@ class Admission:
 
         async def busy() -> bool:
             # The thread's state decides what can run only when no earlier run is queued to change it first.
-            return (await self.runs.thread_status(thread_id))[0]
+            return (await self.runs.thread_status(thread_id)).busy
 
         if body.command is not None:
             given = body.command.model_fields_set

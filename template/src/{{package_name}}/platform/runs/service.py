@@ -11,7 +11,7 @@ from typing import Any, cast
 from ..core.metrics import Metrics
 from .event_log import EventLog, Notifier, RunEvent, wait_for
 from .local import LEFT, LocalRun
-from .store import CancelAction, RunRecord, RunStatus, RunStore
+from .store import CancelAction, RunRecord, RunStatus, RunStore, ThreadActivity
 from .workers import RunWorkers
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -123,8 +123,8 @@ class RunService:
         """A finished run's record goes (a pending or running one stays: cancel it first)."""
         return await self.store.delete(thread_id, run_id)
 
-    async def thread_status(self, thread_id: str) -> tuple[bool, str | None]:
-        """Whether a run is pending or running on the thread, and the status of its latest run."""
+    async def thread_status(self, thread_id: str) -> ThreadActivity:
+        """Whether a run is pending or running on the thread, and how its latest run ended."""
         return await self.store.thread_status(thread_id)
 
     async def cancellable(

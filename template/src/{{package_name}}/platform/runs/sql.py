@@ -222,7 +222,8 @@ DELETE_FINISHED_OF_THREAD = "DELETE FROM service_runs WHERE thread_id = %s AND s
 SELECT_THREAD_STATUS = """
     SELECT
         bool_or(status IN ('pending', 'running')) AS busy,
-        (array_agg(status ORDER BY seq DESC))[1] AS last_status
+        (array_agg(status ORDER BY seq DESC))[1] AS last_status,
+        (array_agg(error ORDER BY seq DESC))[1] AS last_error
     FROM service_runs WHERE thread_id = %s
 """
 

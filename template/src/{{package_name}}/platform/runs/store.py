@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import psycopg
 from psycopg import AsyncConnection
@@ -68,6 +68,14 @@ INFLIGHT: tuple[RunStatus, ...] = ("pending", "running")
 
 # What a 429 for too many active runs tells the caller to wait: runs take seconds, not milliseconds.
 RETRY_ACTIVE_RUNS_SECONDS = 5
+
+
+class ThreadActivity(NamedTuple):
+    """What a thread's runs say of it: one in flight, and how the latest ended."""
+
+    busy: bool
+    last_status: str | None
+    last_error: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,12 +348,12 @@ class RunStore:
         # A statement of its own: its snapshot is taken after the lock, so it sees every run admitted before.
         return await (await conn.execute(SELECT_THREAD_ACTIVE, (thread_id,))).fetchone() is None
 
-    async def thread_status(self, thread_id: str) -> tuple[bool, str | None]:
-        """Whether the thread has a run in flight, and its latest run's status."""
+    async def thread_status(self, thread_id: str) -> ThreadActivity:
+        """Whether the thread has a run in flight, and its latest run's status and error."""
         async with self._pool.connection() as conn:
             row = await (await conn.execute(SELECT_THREAD_STATUS, (thread_id,))).fetchone()
         assert row is not None
-        return bool(row["busy"]), row["last_status"]
+        return ThreadActivity(bool(row["busy"]), row["last_status"], row["last_error"])
 
     # The worker side: claim, renew, finish.
 
