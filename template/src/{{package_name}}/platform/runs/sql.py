@@ -195,7 +195,10 @@ WATCH_RUN = f"""
         RETURNING {RUN_COLUMNS}
     )
     -- The executing replica starts writing the events at once, not at its next lease renewal.
-    SELECT marked.*, CASE WHEN %(stream)s THEN pg_notify(%(channel)s, 'stream:' || marked.run_id::text) END
+    SELECT marked.*, CASE WHEN %(stream)s THEN pg_notify(%(channel)s, 'stream:' || marked.run_id::text) END AS read,
+        -- A claim that ran while this statement held a pending run's row skipped it (SKIP LOCKED) and may
+        -- have gone idle: wake the claimers again, or the run waits for the poll.
+        CASE WHEN marked.status = 'pending' THEN pg_notify(%(channel)s, 'queue') END AS requeued
     FROM marked
 """
 LOCK_THREAD = "SELECT pg_advisory_xact_lock(hashtext('service_runs'), hashtext(%s))"
