@@ -247,19 +247,18 @@ class LatestCheckpoints:
             return
         checkpoint_id: str = checkpoint_row[2]
         versions = dict(checkpoint.get("channel_versions") or {})
+        blobs: dict[tuple[str, str], Blob] = {}
+        trail: list[Step] = []
         if previous is None:
+            # The thread's first checkpoint: writes for it and for the next ones may already have committed.
             early = self._unborn.pop(thread_id, None)
-            blobs: dict[tuple[str, str], Blob] = {}
-            trail: list[Step] = []
-            later: dict[str, list[tuple[Sequence[Any], bool]]] = {}
         else:
             early = previous.early
             blobs = {key: blob for key, blob in previous.blobs.items() if versions.get(key[0]) == key[1]}
-            trail = []
             if self.trail_channels and previous.whole:
                 trail = [*previous.trail[1 - TRAIL_STEPS :], previous.step(self.trail_channels, self._trail_names)]
-            # Writes may run ahead by more than one checkpoint: those for later ones wait on.
-            later = {cid: writes for cid, writes in early.items() if cid > checkpoint_id} if early else {}
+        # Writes may run ahead by more than one checkpoint: those for later ones wait on.
+        later = {cid: writes for cid, writes in early.items() if cid > checkpoint_id} if early else {}
         entry = _Entry(
             checkpoint_id,
             parent_id,
