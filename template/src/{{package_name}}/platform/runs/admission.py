@@ -8,7 +8,7 @@ under the run's, and the thread the run goes on. RunService then admits it under
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.messages import convert_to_messages
@@ -26,6 +26,7 @@ from ..threads.ids import ThreadManager
 from ..threads.registry import ThreadRegistry
 from .service import RunService
 from .store import MultitaskStrategy, RunRecord
+from .webhooks import WebhookPolicy
 
 StreamMode = Literal["values", "updates", "messages", "messages-tuple", "custom", "debug"]
 Follow = Literal["wait", "stream"]
@@ -45,7 +46,7 @@ class CheckpointSelector(BaseModel):
 
 
 class RunCreate(BaseModel):
-    # langgraph-sdk sends options this service does not implement (webhooks, feedback keys...): ignore them.
+    # langgraph-sdk sends options this service does not implement (feedback keys...): ignore them.
     model_config = ConfigDict(extra="ignore")
     assistant_id: StorableText = Field(max_length=256)
     input: dict[str, Any] | None = None
@@ -68,6 +69,8 @@ class RunCreate(BaseModel):
     on_disconnect: Literal["cancel", "continue"] = "continue"
     on_completion: Literal["delete", "keep"] = "delete"
     after_seconds: float = Field(default=0, ge=0, le=86_400 * 7)
+    # POSTed the run when it ends (webhooks.py); checked against the policy now, a 422 if refused.
+    webhook: StorableText | None = Field(default=None, max_length=65_536)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +137,14 @@ class Admission:
     runs: RunService
     metrics: Metrics
     settings: AdmissionSettings
+    webhooks: WebhookPolicy = field(default_factory=WebhookPolicy)
 
     async def kwargs(self, body: RunCreate, thread_id: str, run_id: uuid.UUID, assistant: Assistant) -> dict[str, Any]:
         """What the worker runs, validated before the run is queued."""
         if body.input is not None and body.command is not None:
             raise InvalidInput("send input or command, not both")
+        if body.webhook is not None:
+            await self.webhooks.check(body.webhook)
         check_nodes(self.graph, "interrupt_before", body.interrupt_before)
         check_nodes(self.graph, "interrupt_after", body.interrupt_after)
         config = run_config(thread_id, run_id, body, assistant, self.settings.max_recursion_limit)
@@ -177,6 +183,7 @@ class Admission:
             "interrupt_before": body.interrupt_before,
             "interrupt_after": body.interrupt_after,
             "durability": body.durability,
+            "webhook": body.webhook,
             # The request's trace context: the worker that executes the run continues this trace.
             "trace_context": tracing.carrier(),
         }

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -35,6 +36,7 @@ from .event_log import EventLog, EventWriter, Notifier, wait_for
 from .graph_events import EventBuilder, event
 from .local import LEFT, LocalRun, LocalRuns
 from .store import Claim, Claimed, RunRecord, RunStore
+from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class RunWorkers:
         settings: WorkerSettings,
         metrics: Metrics,
         tracing: Tracing,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.store = store
         self.events = events
@@ -103,6 +106,7 @@ class RunWorkers:
         self.settings = settings
         self.metrics = metrics
         self.tracing = tracing
+        self.webhooks = webhooks
         # The saver's in-memory latest checkpoints, valid while this replica holds a thread's lease.
         self.latest = checkpointer.latest if isinstance(checkpointer, PooledPostgresSaver) else None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -239,8 +243,22 @@ class RunWorkers:
         if status == "rollback":
             local.end(None)
         elif status != "handed_back":
-            local.end(replace(run, status=cast(Any, status), output=output, error=error))
+            ended = replace(run, status=cast(Any, status), output=output, error=error)
+            local.end(ended)
+            if self.webhooks is not None and (url := run.kwargs.get("webhook")):
+                self._send_webhook(url, ended)
         return status
+
+    def _send_webhook(self, url: str, run: RunRecord) -> None:
+        assert self.webhooks is not None
+        # As langgraph-api's worker sends it: the run, when it started and ended, its final values, its error.
+        body = {
+            **run.body(),
+            "run_started_at": run.started_at.isoformat() if run.started_at else None,
+            "run_ended_at": datetime.now(UTC).isoformat(),
+        }
+        values = {k: v for k, v in run.output.items() if k != "__interrupt__"} if isinstance(run.output, dict) else None
+        self.webhooks.submit(url, self.webhooks.policy.payload(body, values, run.error))
 
     async def _record_outcome(self, run: RunRecord, status: str, output: Any, error: dict[str, Any] | None) -> None:
         if status == "rollback":
