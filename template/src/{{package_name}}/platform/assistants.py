@@ -235,7 +235,7 @@ class AssistantStore:
 
     def check_graph(self, graph_id: str) -> None:
         if graph_id != self.graph_id:
-            raise NotFound(f"Graph '{graph_id}' not found; this service serves '{self.graph_id}'")
+            raise NotFound(f"Graph '{graph_id}' not found. Expected one of: {[self.graph_id]}")
 
     async def get(self, assistant_id: str, user: str) -> Assistant:
         """The assistant `user` may use: the built-in one (by graph name or UUID) or one of their own."""
@@ -368,6 +368,8 @@ class AssistantStore:
     ) -> tuple[list[Assistant], int | None]:
         """One page, and the next page's offset (None on the last page). Without sort_by, the built-in
         assistant comes first and the user's newest after it; with it, the built-in takes its place in the order."""
+        if where.graph_id is not None:
+            self.check_graph(where.graph_id)  # as the Agent Server: a graph it does not serve is a 404
         params: dict[str, Any] = where.params(user)
         position: int | None = None  # the built-in assistant's place in the whole ordered result
         async with self._pool.connection() as conn:
@@ -389,6 +391,8 @@ class AssistantStore:
         return found[:limit], (offset + limit if len(found) > limit else None)
 
     async def count(self, user: str, where: AssistantFilter) -> int:
+        if where.graph_id is not None:
+            self.check_graph(where.graph_id)
         async with self._pool.connection() as conn:
             row = await (await conn.execute(COUNT_ASSISTANTS, where.params(user))).fetchone()
         assert row is not None
