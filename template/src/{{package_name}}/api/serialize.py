@@ -9,7 +9,7 @@ import orjson
 from fastapi.responses import JSONResponse
 from langgraph.types import StateSnapshot
 
-from ..platform.core.encoding import jsonable
+from ..platform.core.encoding import interrupt_json, jsonable
 
 
 def dump_json(content: Any) -> bytes:
@@ -40,7 +40,7 @@ def checkpoint_ref(config: Any) -> dict[str, Any] | None:
 
 
 def thread_state(snapshot: StateSnapshot) -> dict[str, Any]:
-    interrupts = [jsonable({"value": i.value, "id": i.id}) for task in snapshot.tasks for i in task.interrupts]
+    interrupts = [interrupt_json(i) for task in snapshot.tasks for i in task.interrupts]
     return {
         "values": jsonable(snapshot.values),
         "next": list(snapshot.next),
@@ -53,7 +53,7 @@ def thread_state(snapshot: StateSnapshot) -> dict[str, Any]:
                 "id": task.id,
                 "name": task.name,
                 "error": task.error,
-                "interrupts": jsonable([{"value": i.value, "id": i.id} for i in task.interrupts]),
+                "interrupts": [interrupt_json(i) for i in task.interrupts],
                 # With subgraphs=true a subgraph's task carries its whole state, else a pointer to its checkpoint.
                 "checkpoint": None
                 if task.state is None or isinstance(task.state, StateSnapshot)

@@ -19,7 +19,7 @@ from ..platform.threads.ids import MAX_THREAD_ID_CHARS, InvalidThreadId
 from ..platform.threads.registry import SortColumn, ThreadRecord
 from ..platform.threads.retention import Strategy
 from .deps import ServicesDep, ThreadDep, UserDep
-from .serialize import STATE_FIELDS, checkpoint_ref, jsonable, select_fields, thread_state
+from .serialize import STATE_FIELDS, checkpoint_ref, interrupt_json, jsonable, select_fields, thread_state
 
 router = APIRouter(tags=["threads"])
 
@@ -158,7 +158,7 @@ async def thread_body(services: Services, record: ThreadRecord, select: list[str
     if select and STATE_DERIVED.isdisjoint(select):
         return select_fields(_record_fields(record), select)
     snapshot = await services.graph.aget_state(thread_config(record.thread_id))
-    interrupts = [{"value": jsonable(i.value), "id": i.id} for t in snapshot.tasks for i in t.interrupts]
+    interrupts = [interrupt_json(i) for t in snapshot.tasks for i in t.interrupts]
     # Derived, never stored: a run in flight makes the thread busy, wherever it runs. Then as the Agent
     # Server orders them: the last run's failure, a pause (an interrupt() or interrupt_before/after: tasks
     # still to run), else idle.

@@ -1,11 +1,13 @@
-"""LangGraph values (messages, pydantic models, named tuples) as plain JSON values."""
+"""LangGraph values (messages, pydantic models, named tuples, dataclasses such as Interrupt) as plain JSON values."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import orjson
+from langgraph.types import Interrupt
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 
@@ -21,7 +23,19 @@ def jsonable(value: Any) -> Any:
         return value
     if hasattr(value, "_asdict"):
         return jsonable(value._asdict())
+    if isinstance(value, Interrupt):
+        return interrupt_json(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
     return str(value)
+
+
+def interrupt_json(interrupt: Interrupt) -> dict[str, Any]:
+    """An interrupt as the Agent Server shows it (langgraph_api/state.py `patch_interrupt`)."""
+    patched = {"id": interrupt.id, "value": jsonable(interrupt.value)}
+    if (schema := getattr(interrupt, "response_schema", None)) is not None:
+        patched["response_schema"] = jsonable(schema)
+    return patched
 
 
 def _dumps(value: Any) -> bytes:
