@@ -163,6 +163,7 @@ ROTATED_HEAVY_MODULES: dict[str, dict[str, Any]] = {
     "test_limits": {},
     "test_bench": {},
     "test_tracing": {},
+    "test_reference": {},
 }
 
 

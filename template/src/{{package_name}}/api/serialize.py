@@ -31,12 +31,15 @@ def checkpoint_ref(config: Any) -> dict[str, Any] | None:
     if not config:
         return None
     configurable = config.get("configurable", {})
-    return {
+    ref = {
         "thread_id": configurable.get("thread_id"),
         "checkpoint_ns": configurable.get("checkpoint_ns", ""),
         "checkpoint_id": configurable.get("checkpoint_id"),
-        "checkpoint_map": configurable.get("checkpoint_map"),
     }
+    # Only a subgraph's checkpoint has a map, and only then does the Agent Server send one.
+    if "checkpoint_map" in configurable:
+        ref["checkpoint_map"] = configurable["checkpoint_map"]
+    return ref
 
 
 def thread_state(snapshot: StateSnapshot) -> dict[str, Any]:

@@ -396,7 +396,9 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
     except InvalidUpdateError as exc:
         raise InvalidInput(f"cannot apply this update: {exc}") from exc
     await services.registry.touch(record.thread_id, record.user_id)
-    return {"checkpoint": checkpoint_ref(config)}
+    written = checkpoint_ref(config)
+    # With the Agent Server's deprecated copies of it, which older clients still read.
+    return {"checkpoint": written, "configurable": written, "checkpoint_id": config["configurable"]["checkpoint_id"]}
 
 
 @router.post("/threads/{thread_id}/state/checkpoint")
