@@ -81,13 +81,22 @@ def _utc(when: datetime | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
+def _name_cron(payload: dict[str, Any], cron_id: uuid.UUID) -> dict[str, Any]:
+    """As the Agent Server keeps a payload: its runs' config names the cron (config.configurable.cron_id)."""
+    config = payload["config"] = dict(payload.get("config") or {})
+    config["configurable"] = {**(config.get("configurable") or {}), "cron_id": str(cron_id)}
+    return payload
+
+
 async def _create_cron(services: Services, user: str, body: CronCreate, thread_id: str | None) -> dict[str, Any]:
-    payload = body.model_dump(mode="json", exclude_unset=True, exclude=CRON_FIELDS)
+    cron_id = uuid.uuid4()
+    # The request as it came, schedule included, as the Agent Server keeps it (runs ignore the cron's own fields).
+    payload = _name_cron(body.model_dump(mode="json", exclude_unset=True, exclude=CRON_FIELDS - {"schedule"}), cron_id)
     payload["assistant_id"] = body.assistant_id
     await services.admission.validate(user, RunCreate.model_validate(payload), thread_id)
     cron = await services.crons.create(
         {
-            "cron_id": uuid.uuid4(),
+            "cron_id": cron_id,
             "user_id": user,
             "thread_id": thread_id,
             "assistant_id": body.assistant_id,
@@ -127,8 +136,9 @@ async def update_cron(cron_id: uuid.UUID, body: CronUpdate, services: ServicesDe
         raise InvalidInput("send at least one field to change")
     payload = dict(cron.payload)
     payload.update(body.model_dump(mode="json", include=given - CRON_FIELDS))
-    await services.admission.validate(user, RunCreate.model_validate(payload), cron.thread_id)
     schedule = body.schedule if "schedule" in given and body.schedule else cron.schedule
+    payload = _name_cron({**payload, "schedule": schedule}, cron.cron_id)
+    await services.admission.validate(user, RunCreate.model_validate(payload), cron.thread_id)
     timezone = body.timezone if "timezone" in given else cron.timezone
     enabled = cron.enabled if body.enabled is None else body.enabled
     next_time = cron.next_run_date
