@@ -67,6 +67,20 @@ async def test_update_state_as_input_copy_and_end(shared_service: str) -> None:
         assert nothing.status_code == 422
 
 
+async def test_durability_exit_keeps_one_checkpoint_per_turn(shared_service: str) -> None:
+    client = sdk_client(shared_service, "carol")
+    thread_id = (await client.threads.create())["thread_id"]
+    for text in ("one", "two"):
+        turn: Any = {"messages": [{"role": "user", "content": text}]}
+        await client.runs.wait(thread_id, "agent", input=turn, durability="exit")
+    history: Any = await client.threads.get_history(thread_id, limit=100)
+    assert len(history) == 2
+    assert texts(history[0]["values"]) == ["one", "You said: one", "two", "You said: two"]
+    assert texts(history[1]["values"]) == ["one", "You said: one"]
+    assert history[1]["parent_checkpoint"] is None
+    assert history[0]["parent_checkpoint"]["checkpoint_id"] == history[1]["checkpoint"]["checkpoint_id"]
+
+
 async def test_thread_created_with_supersteps(shared_service: str) -> None:
     client = sdk_client(shared_service, "dave")
     supersteps: Any = [
