@@ -82,7 +82,7 @@ async def test_durability_exit_keeps_one_checkpoint_per_turn(shared_service: str
 
 
 async def test_thread_created_with_supersteps(shared_service: str) -> None:
-    client = sdk_client(shared_service, "dave")
+    client = sdk_client(shared_service, "alice")
     supersteps: Any = [
         {"updates": [{"values": HELLO, "as_node": "__input__"}]},
         {"updates": [{"values": HELLO, "as_node": "__start__"}]},
