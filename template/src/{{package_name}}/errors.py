@@ -54,6 +54,13 @@ class Unavailable(ServiceError):
     detail = "service temporarily unavailable"
 
 
+class BadRequest(ServiceError):
+    """A request whose options contradict one another, refused with the Agent Server's 400."""
+
+    status_code = 400
+    detail = "bad request"
+
+
 class InvalidInput(ServiceError):
     """Well-formed JSON whose content the graph cannot take."""
 

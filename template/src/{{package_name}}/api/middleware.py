@@ -99,10 +99,11 @@ def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     # Added last runs first: every answer (the body limit's 413s too) has a request ID and is counted, and
     # carries the CORS headers a browser needs to read it.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    if settings.cors_allow_origins:
+    if settings.cors_allow_origins or settings.cors_allow_origin_regex:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_allow_origins,
+            allow_origin_regex=settings.cors_allow_origin_regex,
             allow_methods=settings.cors_allow_methods,
             allow_headers=settings.cors_allow_headers,
             # What the JS SDK reads: where a run lives, and the next page of a search.

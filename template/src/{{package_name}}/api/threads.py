@@ -13,11 +13,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound
 from ..platform.core.fields import JsonObject, StorableText
-from ..platform.runs.admission import check_input, check_nodes
 from ..platform.services import Services
 from ..platform.threads.ids import MAX_THREAD_ID_CHARS, InvalidThreadId
 from ..platform.threads.registry import SortColumn, ThreadRecord
 from ..platform.threads.retention import Strategy
+from ..platform.threads.updates import Superstep, apply_supersteps, check_supersteps, check_update
 from .deps import ServicesDep, ThreadDep, UserDep
 from .serialize import STATE_FIELDS, checkpoint_ref, interrupt_json, jsonable, select_fields, thread_state
 
@@ -38,6 +38,7 @@ class ThreadCreate(BaseModel):
     metadata: JsonObject = Field(default_factory=dict)
     if_exists: Literal["raise", "do_nothing"] = "raise"
     ttl: ThreadTTL | None = None
+    supersteps: list[Superstep] | None = Field(default=None, max_length=1000)
 
 
 class ThreadPatch(BaseModel):
@@ -102,7 +103,8 @@ class StateAtCheckpoint(BaseModel):
 
 class StateUpdate(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    values: JsonObject | None = None
+    # A list only with as_node "__copy__": the updates to apply to the copy.
+    values: JsonObject | list[Any] | None = None
     as_node: str | None = Field(default=None, max_length=256)
     checkpoint: CheckpointRef | None = None
     checkpoint_id: StorableText | None = Field(default=None, max_length=256)
@@ -209,6 +211,8 @@ async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep
     session_type = body.metadata.get("session_type", "default")
     if not isinstance(session_type, str) or not session_type or len(session_type) > MAX_SESSION_TYPE_CHARS:
         raise InvalidInput("metadata.session_type must be a non-empty string of at most 64 characters")
+    if body.supersteps:
+        check_supersteps(services.graph, body.supersteps)
     if body.thread_id is None:
         thread_id = services.thread_ids.generate_thread_id(user, session_type)
     else:
@@ -226,6 +230,13 @@ async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep
                 return await thread_body(services, existing)
             raise Conflict("Thread already exists")
     metadata = {**body.metadata, "session_type": session_type, "user_id": user}
+    if body.supersteps:
+        # Checkpoints first, as a copy does: a refused superstep leaves neither a thread nor half its state.
+        try:
+            await apply_supersteps(services.graph, thread_config(thread_id, CheckpointRef()), body.supersteps)
+        except InvalidInput:
+            await services.checkpointer.adelete_thread(thread_id)
+            raise
     record = await services.registry.create(thread_id, user, session_type, metadata)
     if body.ttl is not None:
         await services.retention.set_ttl(thread_id, user, body.ttl.ttl, body.ttl.strategy)
@@ -381,10 +392,7 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
     if (await services.runs.thread_status(record.thread_id)).busy:
         raise Conflict("the thread has a run pending or running; update its state once the run ends")
     checkpoint = body.checkpoint or (CheckpointRef(checkpoint_id=body.checkpoint_id) if body.checkpoint_id else None)
-    if body.as_node is not None:
-        check_nodes(services.graph, "as_node", body.as_node)
-    if body.values:
-        check_input(services.graph, body.values)
+    check_update(services.graph, body.values, body.as_node)
     if checkpoint is not None and checkpoint.checkpoint_id:
         # An unknown checkpoint is a 404, not a fresh branch from nothing (one read; the update reads it again).
         if await services.checkpointer.aget_tuple(thread_config(record.thread_id, checkpoint)) is None:

@@ -16,7 +16,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...errors import InvalidInput, ThreadNotFound, TooManyRequests
+from ...errors import BadRequest, InvalidInput, ThreadNotFound, TooManyRequests
 from ..assistants import Assistant, AssistantStore
 from ..core import tracing
 from ..core.fields import JsonObject, StorableText
@@ -101,17 +101,38 @@ def check_input(graph: CompiledStateGraph, graph_input: dict[str, Any]) -> None:
             raise InvalidInput(f"input.messages is not a list of chat messages: {exc}") from exc
 
 
+# The Agent Server's words (langgraph_api/models/run.py), which clients may match on.
+CONFIGURABLE_AND_CONTEXT = (
+    "Cannot specify both configurable and context. Prefer setting context alone. Context was introduced in "
+    "LangGraph 0.6.0 and is the long term planned replacement for configurable."
+)
+
+
+def run_context(body: RunCreate, assistant: Assistant) -> JsonObject:
+    if (body.config or {}).get("configurable") and body.context:
+        raise BadRequest(CONFIGURABLE_AND_CONTEXT)
+    return {**assistant.context, **(body.context or {})}
+
+
 def run_config(
-    thread_id: str, run_id: uuid.UUID, body: RunCreate, assistant: Assistant, max_recursion_limit: int
+    thread_id: str,
+    run_id: uuid.UUID,
+    body: RunCreate,
+    assistant: Assistant,
+    max_recursion_limit: int,
+    context: JsonObject | None = None,
 ) -> RunnableConfig:
     # The run's config over its assistant's, key by key within configurable.
     client = {**assistant.config, **(body.config or {})}
+    # The context is mirrored into configurable as the Agent Server does, so that its scalar values land in
+    # every checkpoint's metadata (langgraph's get_checkpoint_metadata copies them from configurable).
     # The thread, run and checkpoint are the server's to set; the rest of configurable is the graph's.
-    configurable = {
-        k: v
-        for k, v in {**(assistant.config.get("configurable") or {}), **(client.get("configurable") or {})}.items()
-        if not k.startswith(("thread_id", "checkpoint", "run_id", "__"))
+    mirrored = {
+        **(assistant.config.get("configurable") or {}),
+        **(client.get("configurable") or {}),
+        **(context or {}),
     }
+    configurable = {k: v for k, v in mirrored.items() if not k.startswith(("thread_id", "checkpoint", "run_id", "__"))}
     configurable.update(assistant_id=assistant.assistant_id, graph_id=assistant.graph_id)
     configurable["thread_id"] = thread_id
     # In every checkpoint's metadata: a rollback deletes the checkpoints of its run by this ID.
@@ -147,7 +168,8 @@ class Admission:
             await self.webhooks.check(body.webhook)
         check_nodes(self.graph, "interrupt_before", body.interrupt_before)
         check_nodes(self.graph, "interrupt_after", body.interrupt_after)
-        config = run_config(thread_id, run_id, body, assistant, self.settings.max_recursion_limit)
+        context = run_context(body, assistant)
+        config = run_config(thread_id, run_id, body, assistant, self.settings.max_recursion_limit, context)
         command: dict[str, Any] | None = None
 
         async def busy() -> bool:
@@ -176,7 +198,7 @@ class Admission:
             "input": body.input,
             "command": command,
             "config": config,
-            "context": {**assistant.context, **(body.context or {})},
+            "context": context,
             "stream_mode": body.stream_mode if isinstance(body.stream_mode, list) else [body.stream_mode],
             "stream_subgraphs": body.stream_subgraphs,
             "stream_resumable": body.stream_resumable,

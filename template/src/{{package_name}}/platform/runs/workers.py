@@ -6,6 +6,7 @@ Also the sweeper: any replica ends runs whose lease expired (their replica died)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -393,12 +394,26 @@ class RunWorkers:
                 if kwargs.get("stream_subgraphs") or not namespace:
                     # Events nobody can read are not built: a wait with no stream reader only needs the output.
                     writer.add(builder.part(namespace, mode, chunk, writer.wanted))
+            if kwargs.get("durability") == "exit":
+                await self._drop_exit_stub(run)
             writer.add(builder.complete() if writer.wanted else [])
         except BaseException:
             await writer.abandon()
             raise
         # Every event is committed before the run's status says it ended (stream readers rely on it).
         await writer.close()
+
+    async def _drop_exit_stub(self, run: RunRecord) -> None:
+        """A thread's first run with durability="exit" leaves one checkpoint, as the Agent Server's do.
+        LangGraph writes an empty stub (step -2) before the final checkpoint when a delta channel's writes
+        have no earlier checkpoint to be stored on; sealing the final one (keep_latest) makes it whole."""
+        config: RunnableConfig = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
+        written = [c async for c in self.checkpointer.alist(config, filter={"run_id": str(run.run_id)}, limit=3)]
+        stub = written[-1].metadata if len(written) == 2 else {}
+        if stub.get("step") == -2 and "source" not in stub and written[-1].parent_config is None:
+            # A subgraph's delta channels cannot be sealed (saver.py): then the stub stays, the state whole.
+            with contextlib.suppress(NotImplementedError):
+                await self.checkpointer.aprune([run.thread_id], strategy="keep_latest")
 
     async def _wrote_checkpoints(self, run: RunRecord) -> bool:
         config: RunnableConfig = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
