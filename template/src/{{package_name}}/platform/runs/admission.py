@@ -27,7 +27,11 @@ from ..threads.registry import ThreadRegistry
 from .service import RunService
 from .store import MultitaskStrategy, RunRecord
 
-StreamMode = Literal["values", "updates", "messages", "messages-tuple", "custom", "debug"]
+# The Agent Server's modes (langgraph_api/schema.py) but 'tools' and 'lifecycle', which it refuses (422)
+# outside its v2 event streaming.
+StreamMode = Literal[
+    "values", "updates", "messages", "messages-tuple", "custom", "debug", "events", "tasks", "checkpoints"
+]
 Follow = Literal["wait", "stream"]
 
 
