@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, MessagesState, StateGraph
 
-from .support import auth_headers, sdk_client
+from agent_service.settings import Settings
+
+from .support import auth_headers, sdk_client, serve
 
 
 def say(text: str) -> dict[str, Any]:
@@ -62,3 +66,51 @@ async def test_stream_modes_the_agent_server_refuses_are_422(shared_service: str
             body = {"assistant_id": "agent", "input": say("x"), "stream_mode": mode}
             response = await http.post(f"/threads/{thread_id}/runs/stream", json=body)
             assert response.status_code == 422, (mode, response.text)
+
+
+def graph_with_a_subgraph(model: BaseChatModel) -> StateGraph[MessagesState]:
+    """A parent whose node 'inner' is a compiled graph whose node 'reply' calls the model."""
+
+    async def reply(state: MessagesState) -> dict[str, list[object]]:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    inner = StateGraph(MessagesState)
+    inner.add_node("reply", reply)
+    inner.add_edge(START, "reply")
+    inner.add_edge("reply", END)
+    builder = StateGraph(MessagesState)
+    builder.add_node("inner", inner.compile())
+    builder.add_edge(START, "inner")
+    builder.add_edge("inner", END)
+    return builder
+
+
+async def test_subgraph_events_are_namespaced_only_with_stream_subgraphs(settings: Settings) -> None:
+    """As langgraph_api/stream.py names them: '<mode>|<namespace>', the namespace LangGraph's
+    ('inner:<task id>'); without stream_subgraphs only the parent's events."""
+    async with serve(settings, graph_builder=graph_with_a_subgraph) as base_url:
+        client = sdk_client(base_url, "alice")
+        thread_id = (await client.threads.create())["thread_id"]
+        modes: Any = ["values", "updates", "messages-tuple"]
+        parts = [
+            (p.event, p.data)
+            async for p in client.runs.stream(
+                thread_id, "agent", input=say("deep"), stream_mode=modes, stream_subgraphs=True
+            )
+        ]
+        names = [name for name, _ in parts]
+        namespaced = sorted({name.split("|", 1)[1] for name in names if "|" in name})
+        assert len(namespaced) == 1 and namespaced[0].startswith("inner:")
+        ns = namespaced[0]
+        assert {f"values|{ns}", f"updates|{ns}", f"messages|{ns}"} <= set(names)
+        inner_update = next(data for name, data in parts if name == f"updates|{ns}")
+        assert inner_update["reply"]["messages"][0]["content"].strip() == "You said: deep"
+        parent_update = next(data for name, data in parts if name == "updates")
+        assert parent_update["inner"]["messages"][-1]["content"].strip() == "You said: deep"
+        tokens = [data for name, data in parts if name == f"messages|{ns}"]
+        assert "".join(m["content"] for m, _ in tokens).strip() == "You said: deep"
+        assert tokens[0][1]["langgraph_node"] == "reply"
+        assert "messages" not in names  # the model runs inside the subgraph only
+
+        flat = [p.event async for p in client.runs.stream(thread_id, "agent", input=say("flat"), stream_mode=modes)]
+        assert "|" not in "".join(flat) and {"metadata", "values", "updates"} <= set(flat)
