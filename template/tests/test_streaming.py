@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -10,7 +13,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 
 from agent_service.settings import Settings
 
-from .support import auth_headers, sdk_client, serve
+from .support import auth_headers, query_rows, sdk_client, serve
 
 
 def say(text: str) -> dict[str, Any]:
@@ -114,3 +117,103 @@ async def test_subgraph_events_are_namespaced_only_with_stream_subgraphs(setting
 
         flat = [p.event async for p in client.runs.stream(thread_id, "agent", input=say("flat"), stream_mode=modes)]
         assert "|" not in "".join(flat) and {"metadata", "values", "updates"} <= set(flat)
+
+
+async def joined(database_url: str, thread_id: str) -> None:
+    """Until a reader of the thread's stream has marked the thread (it follows every run created after)."""
+    deadline = time.monotonic() + 10
+    while not query_rows(database_url, "SELECT 1 FROM service_thread_streams WHERE thread_id = %s", thread_id):
+        assert time.monotonic() < deadline, "the thread stream never joined"
+        await asyncio.sleep(0.02)
+
+
+async def read_thread(client: Any, thread_id: str, runs: int, **options: Any) -> list[Any]:
+    """The thread stream's parts until `runs` runs are done (the stream itself never ends)."""
+    parts = []
+    async with asyncio.timeout(30), aclosing(await client.threads.join_stream(thread_id, **options)) as stream:
+        async for part in stream:
+            parts.append(part)
+            if sum(p.data.get("status") == "run_done" for p in parts if p.event == "metadata") == runs:
+                return parts
+    raise AssertionError("the thread stream ended")
+
+
+def run_done(run_id: str) -> tuple[str, Any]:
+    return "metadata", {"status": "run_done", "run_id": run_id}
+
+
+async def test_thread_stream_follows_the_threads_runs_across_replicas(settings: Settings, database_url: str) -> None:
+    """As langgraph_runtime_inmem joins a thread: each run's events in its own stream modes, then its
+    'run_done'; 'lifecycle' only the runs' start and end. The reader and the runs on different replicas."""
+    async with serve(settings) as url_a, serve(settings) as url_b:
+        a, b = sdk_client(url_a, "alice"), sdk_client(url_b, "alice")
+        thread_id = (await a.threads.create())["thread_id"]
+        reader = asyncio.create_task(read_thread(b, thread_id, 2))
+        await joined(database_url, thread_id)
+        first: list[Any] = []
+        await a.runs.wait(thread_id, "agent", input=say("one"), on_run_created=first.append)
+        second: Any = await a.runs.create(thread_id, "agent", input=say("two"), stream_mode=["updates"])
+        parts = [(p.event, p.data) for p in await reader]
+        assert all(p.id is None for p in reader.result())  # neither run is resumable
+        one, two = first[0]["run_id"], second["run_id"]
+        split = parts.index(run_done(one)) + 1
+        runs = [parts[:split], parts[split:]]
+        assert runs[0][0] == ("metadata", {"run_id": one, "attempt": 1}) and runs[0][-1] == run_done(one)
+        assert {name for name, _ in runs[0][1:-1]} == {"values"}
+        assert runs[0][-2][1]["messages"][-1]["content"].strip() == "You said: one"
+        assert runs[1][0] == ("metadata", {"run_id": two, "attempt": 1}) and runs[1][-1] == run_done(two)
+        assert [name for name, _ in runs[1][1:-1]] == ["updates"]
+        assert runs[1][1][1]["chat"]["messages"][0]["content"].strip() == "You said: two"
+
+        other = (await b.threads.create())["thread_id"]
+        reader = asyncio.create_task(read_thread(a, other, 1, stream_mode="lifecycle"))
+        await joined(database_url, other)
+        third: list[Any] = []
+        await b.runs.wait(other, "agent", input=say("three"), on_run_created=third.append)
+        lifecycle = [(p.event, p.data) for p in await reader]
+        assert lifecycle == [("metadata", {"run_id": third[0]["run_id"], "attempt": 1}), run_done(third[0]["run_id"])]
+
+
+async def test_thread_stream_resumes_after_last_event_id(shared_service: str) -> None:
+    """With Last-Event-ID, the events after it of the thread's resumable runs first, with their IDs
+    (a run that was not resumable left none to replay), each run's end after its events."""
+    client = sdk_client(shared_service, "alice")
+    thread_id = (await client.threads.create())["thread_id"]
+    await client.runs.wait(thread_id, "agent", input=say("not resumable"))
+    created: list[Any] = []
+    parts = [
+        p
+        async for p in client.runs.stream(
+            thread_id, "agent", input=say("again"), stream_resumable=True, on_run_created=created.append
+        )
+    ]
+    run_id = created[0]["run_id"]
+    assert all(p.id for p in parts)
+    replayed = await read_thread(client, thread_id, 1, last_event_id="0")
+    # The end has no ID of its own (the SDK repeats the last one it read, as SSE clients do).
+    assert [(p.event, p.data, p.id) for p in replayed[:-1]] == [(p.event, p.data, p.id) for p in parts]
+    assert (replayed[-1].event, replayed[-1].data) == run_done(run_id)
+    resumed = await read_thread(client, thread_id, 1, last_event_id=parts[1].id)
+    assert [p.id for p in resumed[:-1]] == [p.id for p in parts[2:]]
+    assert (resumed[-1].event, resumed[-1].data) == run_done(run_id)
+
+
+async def test_thread_stream_of_a_foreign_thread_is_404_and_bad_options_are_422(shared_service: str) -> None:
+    alice = sdk_client(shared_service, "alice")
+    thread_id = (await alice.threads.create())["thread_id"]
+    gone = (await alice.threads.create())["thread_id"]
+    await alice.threads.delete(gone)
+    async with httpx.AsyncClient(base_url=shared_service, headers=auth_headers("mallory")) as http:
+        response = await http.get(f"/threads/{thread_id}/stream")
+        assert response.status_code == 404 and "detail" in response.json()
+    async with httpx.AsyncClient(base_url=shared_service, headers=auth_headers("alice")) as http:
+        response = await http.get(f"/threads/{gone}/stream")
+        assert response.status_code == 404 and "detail" in response.json()
+        for params, headers in [
+            ({"stream_mode": "values"}, {}),
+            ({"stream_modes": "run_modes,bogus"}, {}),
+            ({}, {"Last-Event-ID": "1-0"}),
+        ]:
+            response = await http.get(f"/threads/{thread_id}/stream", params=params, headers=headers)
+            assert response.status_code == 422, (params, headers, response.text)
+            assert "detail" in response.json()

@@ -12,6 +12,7 @@ from ..core.metrics import Metrics
 from .event_log import EventLog, Notifier, RunEvent, wait_for
 from .local import LEFT, LocalRun
 from .store import CancelAction, RunRecord, RunStatus, RunStore, ThreadActivity
+from .thread_stream import ThreadStream
 from .workers import RunWorkers
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -88,9 +89,17 @@ class RunService:
                 return
             after = 0  # the run goes on elsewhere: its events from there are rows (REQUEUE_RUN)
         # Marked (unless its creator asked for both): the run's end notifies, and its events become rows.
-        if not (run.watched and run.streamed and local is None):
-            if await self.store.watch(run, stream=not resumable) is None:
-                return
+        mark = not (run.watched and run.streamed and local is None)
+        async for item in self.rows(run, after, heartbeat_seconds, mark):
+            yield item
+
+    async def rows(
+        self, run: RunRecord, after: int, heartbeat_seconds: float, mark: bool = True
+    ) -> AsyncIterator[RunEvent | None]:
+        """The run's events stored as rows, after ID `after`, until it ends; `mark`: first mark it, so that
+        its end notifies and its events (from now, if it is not resumable) become rows."""
+        if mark and await self.store.watch(run, stream=not run.kwargs.get("stream_resumable")) is None:
+            return
         with self.notifier.subscribe(str(run.run_id), f"events:{run.run_id}") as changed:
             idle_since = asyncio.get_running_loop().time()
             while True:
@@ -110,6 +119,12 @@ class RunService:
                 if asyncio.get_running_loop().time() - idle_since >= heartbeat_seconds:
                     idle_since = asyncio.get_running_loop().time()
                     yield None
+
+    def join_thread(
+        self, thread_id: str, last_event_id: int | None, modes: list[str], heartbeat_seconds: float
+    ) -> AsyncIterator[RunEvent | None]:
+        """The thread's stream (GET /threads/{id}/stream); see thread_stream.py."""
+        return ThreadStream(self, thread_id, modes).follow(last_event_id, heartbeat_seconds)
 
     async def get(self, thread_id: str, run_id: uuid.UUID) -> RunRecord | None:
         return await self.store.get(thread_id, run_id)
