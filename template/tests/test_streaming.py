@@ -174,6 +174,28 @@ async def test_thread_stream_follows_the_threads_runs_across_replicas(settings: 
         assert lifecycle == [("metadata", {"run_id": third[0]["run_id"], "attempt": 1}), run_done(third[0]["run_id"])]
 
 
+async def test_thread_stream_sends_state_updates_in_the_state_update_mode_only(
+    settings: Settings, database_url: str
+) -> None:
+    """As the Agent Server publishes them: {"state": the thread's new state, "thread_id"}, to readers on
+    any replica; the default mode (run_modes) leaves them out."""
+    async with serve(settings) as url_a, serve(settings) as url_b:
+        a, b = sdk_client(url_a, "alice"), sdk_client(url_b, "alice")
+        thread_id = (await a.threads.create())["thread_id"]
+        await a.runs.wait(thread_id, "agent", input=say("hi"))
+        modes: Any = ["state_update", "lifecycle"]
+        reader = asyncio.create_task(read_thread(b, thread_id, 1, stream_mode=modes))
+        await joined(database_url, thread_id)
+        updated: Any = await a.threads.update_state(thread_id, say("edited"), as_node="chat")
+        await a.runs.wait(thread_id, "agent", input=say("after"))
+        parts = [(p.event, p.data) for p in await reader]
+        assert [name for name, _ in parts] == ["state_update", "metadata", "metadata"]
+        update = parts[0][1]
+        assert update["thread_id"] == thread_id
+        assert update["state"]["checkpoint"]["checkpoint_id"] == updated["checkpoint"]["checkpoint_id"]
+        assert update["state"]["values"]["messages"][-1]["content"] == "edited"
+
+
 async def test_thread_stream_resumes_after_last_event_id(shared_service: str) -> None:
     """With Last-Event-ID, the events after it of the thread's resumable runs first, with their IDs
     (a run that was not resumable left none to replay), each run's end after its events."""

@@ -422,6 +422,11 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
     except InvalidUpdateError as exc:
         raise InvalidInput(f"cannot apply this update: {exc}") from exc
     await services.registry.touch(record.thread_id, record.user_id)
+    if await services.runs.thread_joined(record.thread_id):
+        # Read back only for a thread stream's readers: what the Agent Server publishes as 'state_update'.
+        await services.runs.publish_state_update(
+            record.thread_id, thread_state(await services.graph.aget_state(config))
+        )
     return {"checkpoint": checkpoint_ref(config)}
 
 

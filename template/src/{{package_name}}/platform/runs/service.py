@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from ..core.metrics import Metrics
 from .event_log import EventLog, Notifier, RunEvent, wait_for
+from .graph_events import event
 from .local import LEFT, LocalRun
 from .store import CancelAction, RunRecord, RunStatus, RunStore, ThreadActivity
 from .thread_stream import ThreadStream
@@ -33,7 +34,7 @@ class RunService:
         self.notifier = notifier
         self.workers = workers
         # Notifications are the fast path; re-reading this often covers one lost in a reconnect.
-        self._poll_seconds = poll_seconds
+        self.poll_seconds = poll_seconds
 
     async def create(self, *, waited: bool = False, streamed: bool = False, **fields: Any) -> RunRecord:
         """RunStore.create, offering this replica's lease: `waited` / `streamed` say the caller will wait
@@ -66,7 +67,7 @@ class RunService:
             # A run created as waited for was just read; any other is marked so its end notifies.
             latest = run if run.watched and local is None else await self.store.watch(run, stream=False)
             while latest is not None and not latest.done:
-                await wait_for(changed, self._poll_seconds)
+                await wait_for(changed, self.poll_seconds)
                 changed.clear()
                 latest = await self.store.get(run.thread_id, run.run_id)
             return latest
@@ -115,7 +116,7 @@ class RunService:
                     continue
                 if current is None or current.done:
                     return
-                await wait_for(changed, self._poll_seconds)
+                await wait_for(changed, self.poll_seconds)
                 if asyncio.get_running_loop().time() - idle_since >= heartbeat_seconds:
                     idle_since = asyncio.get_running_loop().time()
                     yield None
@@ -125,6 +126,14 @@ class RunService:
     ) -> AsyncIterator[RunEvent | None]:
         """The thread's stream (GET /threads/{id}/stream); see thread_stream.py."""
         return ThreadStream(self, thread_id, modes).follow(last_event_id, heartbeat_seconds)
+
+    async def thread_joined(self, thread_id: str) -> bool:
+        return await self.events.thread_joined(thread_id)
+
+    async def publish_state_update(self, thread_id: str, state: dict[str, Any]) -> None:
+        """The thread's new state to its stream's readers, as the Agent Server publishes it."""
+        data = event("state_update", {"state": state, "thread_id": thread_id})[1]
+        await self.events.append_thread(thread_id, "state_update", data)
 
     async def get(self, thread_id: str, run_id: uuid.UUID) -> RunRecord | None:
         return await self.store.get(thread_id, run_id)

@@ -1,6 +1,7 @@
 """A thread's stream (GET /threads/{id}/stream), as langgraph_runtime_inmem joins one: the events of every run
-on the thread from the moment of joining, each run's end as a `metadata` event {"status": "run_done"}, and
-with a Last-Event-ID the resumable runs' events after it first.
+on the thread from the moment of joining, each run's end as a `metadata` event {"status": "run_done"}, each
+state update (POST /threads/{id}/state) as a `state_update` event, and with a Last-Event-ID the resumable
+runs' events after it first.
 
 Across replicas: while a reader follows the thread (service_thread_streams), the thread's new runs write their
 events as rows from the first one and notify "thread:<ID>", so a reader anywhere follows them in full; a run
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from .event_log import RunEvent
+from .event_log import RunEvent, thread_key, wait_for
 from .store import RunRecord
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class ThreadStream:
                     for item in await self._replay(after, [run.run_id for run in runs]):
                         if wanted(self._modes, item):
                             yield item
+                own = asyncio.create_task(self._follow_thread(after), name=f"thread-stream-{self._thread_id}")
+                self._followers[thread_key(self._thread_id)] = own
                 while True:
                     for run in runs:
                         if run.run_id not in self._followers:
@@ -113,6 +116,18 @@ class ThreadStream:
                 self._woken.set()
         self._arrived.append(run_done(run.run_id))
         self._woken.set()
+
+    async def _follow_thread(self, after: int) -> None:
+        """The thread's own events (state_update), as they are written, until the reader leaves."""
+        key, log = thread_key(self._thread_id), self._service.events
+        with self._service.notifier.subscribe(f"events:{key}") as written:
+            while True:
+                written.clear()
+                for item in await log.read(key, after):
+                    after = item.id
+                    self._arrived.append(item)
+                    self._woken.set()
+                await wait_for(written, self._service.poll_seconds)
 
     def _raise_failures(self) -> None:
         """A follower's error (a database outage) ends the stream, as a run stream's would."""
