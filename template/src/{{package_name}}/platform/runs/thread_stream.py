@@ -54,6 +54,8 @@ class ThreadStream:
         self._arrived: list[RunEvent] = []
         self._woken = asyncio.Event()
         self._followers: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Every run followed so far: one listed in flight again after its end is not followed twice.
+        self._seen: set[uuid.UUID] = set()
 
     async def follow(self, last_event_id: int | None, heartbeat_seconds: float) -> AsyncIterator[RunEvent | None]:
         """The thread's events until the reader leaves; None whenever heartbeat_seconds pass in silence."""
@@ -72,7 +74,7 @@ class ThreadStream:
                 self._followers[thread_key(self._thread_id)] = own
                 while True:
                     for run in runs:
-                        if run.run_id not in self._followers:
+                        if run.run_id not in self._seen:
                             self._start(run, after)
                     self._woken.clear()
                     arrived, self._arrived = self._arrived, []
@@ -100,6 +102,7 @@ class ThreadStream:
     def _start(self, run: RunRecord, after: int) -> None:
         task = asyncio.create_task(self._follow_run(run, after), name=f"thread-stream-{run.run_id}")
         self._followers[run.run_id] = task
+        self._seen.add(run.run_id)
 
     async def _follow_run(self, run: RunRecord, after: int) -> None:
         resumable = bool(run.kwargs.get("stream_resumable"))
@@ -130,10 +133,12 @@ class ThreadStream:
                 await wait_for(written, self._service.poll_seconds)
 
     def _raise_failures(self) -> None:
-        """A follower's error (a database outage) ends the stream, as a run stream's would."""
-        for task in self._followers.values():
-            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
-                raise error
+        """A follower's error (a database outage) ends the stream, as a run stream's would; ended ones go."""
+        for key, task in list(self._followers.items()):
+            if task.done():
+                if (error := task.exception()) is not None:
+                    raise error
+                del self._followers[key]
 
     async def _replay(self, after: int, followed: list[uuid.UUID]) -> list[RunEvent]:
         """The events after `after` of the thread's resumable runs not in flight, each run's end after its last."""
