@@ -174,6 +174,28 @@ async def test_thread_stream_follows_the_threads_runs_across_replicas(settings: 
         assert lifecycle == [("metadata", {"run_id": third[0]["run_id"], "attempt": 1}), run_done(third[0]["run_id"])]
 
 
+async def test_thread_stream_joins_a_run_in_flight_live_on_its_replica_and_elsewhere(
+    settings: Settings, database_url: str
+) -> None:
+    """A run already running when the reader joins is followed from that moment on, as join_stream is:
+    in memory on the replica that executes it, through its event rows from any other."""
+    slow = settings.model_copy(update={"fake_llm_token_delay_seconds": 0.05})
+    async with serve(slow) as url_a, serve(slow) as url_b:
+        a, b = sdk_client(url_a, "alice"), sdk_client(url_b, "alice")
+        thread_id = (await a.threads.create())["thread_id"]
+        words = " ".join(f"w{n}" for n in range(24))
+        run: Any = await a.runs.create(thread_id, "agent", input=say(words), stream_mode=["messages-tuple"])
+        assert run["status"] == "running"  # started at once by replica A
+        readers = [asyncio.create_task(read_thread(client, thread_id, 1)) for client in (a, b)]
+        for parts in await asyncio.gather(*readers):
+            names = [p.event for p in parts]
+            assert names[-1] == "metadata" and parts[-1].data == {"status": "run_done", "run_id": run["run_id"]}
+            assert "messages" in names and set(names[:-1]) == {"messages"}  # joined after the run's start
+            tokens = "".join(p.data[0]["content"] for p in parts if p.event == "messages").split()
+            assert tokens and tokens[-1] == "w23"
+        assert (await a.runs.get(thread_id, run["run_id"]))["status"] == "success"
+
+
 async def test_thread_stream_sends_state_updates_in_the_state_update_mode_only(
     settings: Settings, database_url: str
 ) -> None:
