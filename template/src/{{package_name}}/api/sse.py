@@ -16,13 +16,14 @@ async def sse_frames(
     with_ids: bool,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """`events` framed; None in it is a heartbeat. `on_disconnect` runs when the client leaves early."""
+    """`events` framed; None in it is a heartbeat, and an event of ID 0 has no `id:` line. `on_disconnect`
+    runs when the client leaves early."""
     finished = False
     try:
         async for item in events:
             if item is None:
                 yield HEARTBEAT
-            elif with_ids:
+            elif with_ids and item.id:
                 yield f"event: {item.event}\r\ndata: {item.data}\r\nid: {item.id}\r\n\r\n".encode()
             else:
                 yield f"event: {item.event}\r\ndata: {item.data}\r\n\r\n".encode()

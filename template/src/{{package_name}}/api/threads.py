@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.responses import StreamingResponse
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import InvalidUpdateError
 from langgraph.types import StateSnapshot
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..errors import Conflict, InvalidInput, NotFound, ThreadNotFound
 from ..platform.core.fields import JsonObject, StorableText
+from ..platform.runs.thread_stream import THREAD_STREAM_MODES
 from ..platform.services import Services
 from ..platform.threads.ids import MAX_THREAD_ID_CHARS, InvalidThreadId
 from ..platform.threads.registry import SortColumn, ThreadRecord
@@ -20,10 +22,12 @@ from ..platform.threads.retention import Strategy
 from ..platform.threads.updates import Superstep, apply_supersteps, check_supersteps, check_update
 from .deps import ServicesDep, ThreadDep, UserDep
 from .serialize import STATE_FIELDS, checkpoint_ref, interrupt_json, jsonable, select_fields, thread_state
+from .sse import sse_frames
 
 router = APIRouter(tags=["threads"])
 
 MAX_SESSION_TYPE_CHARS = 64
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class ThreadTTL(BaseModel):
@@ -379,6 +383,28 @@ async def _state(
 StateSelectQuery = Annotated[list[str] | None, Query(max_length=32), AfterValidator(_state_select)]
 
 
+@router.get("/threads/{thread_id}/stream")
+async def join_thread_stream(
+    record: ThreadDep,
+    services: ServicesDep,
+    stream_mode: Annotated[list[str], Query(max_length=8)] = [],  # noqa: B006  # what langgraph-sdk sends
+    stream_modes: Annotated[str | None, Query(max_length=64)] = None,  # what the Agent Server reads
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> StreamingResponse:
+    """The events of the thread's runs from now on (with Last-Event-ID, its resumable runs' after that
+    event first), until the client leaves: langgraph_api's join_thread_stream."""
+    modes = [mode.strip() for value in [*stream_mode, stream_modes or ""] for mode in value.split(",") if mode.strip()]
+    if unknown := [mode for mode in modes if mode not in THREAD_STREAM_MODES]:
+        raise InvalidInput(f"Invalid stream mode: {unknown[0]}")
+    if last_event_id is not None and not last_event_id.isdigit():
+        raise InvalidInput("Invalid last-event-id: must be an event ID this service sent")
+    after = int(last_event_id) if last_event_id else None
+    events = services.runs.join_thread(
+        record.thread_id, after, modes or ["run_modes"], services.settings.stream_heartbeat_seconds
+    )
+    return StreamingResponse(sse_frames(events, with_ids=True), media_type="text/event-stream", headers=NO_STORE)
+
+
 @router.get("/threads/{thread_id}/state")
 async def get_state(
     record: ThreadDep, services: ServicesDep, subgraphs: bool = False, select: StateSelectQuery = None
@@ -404,6 +430,11 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
     except InvalidUpdateError as exc:
         raise InvalidInput(f"cannot apply this update: {exc}") from exc
     await services.registry.touch(record.thread_id, record.user_id)
+    if await services.runs.thread_joined(record.thread_id):
+        # Read back only for a thread stream's readers: what the Agent Server publishes as 'state_update'.
+        await services.runs.publish_state_update(
+            record.thread_id, thread_state(await services.graph.aget_state(config))
+        )
     written = checkpoint_ref(config)
     # With the Agent Server's deprecated copies of it, which older clients still read.
     return {"checkpoint": written, "configurable": written, "checkpoint_id": config["configurable"]["checkpoint_id"]}

@@ -28,7 +28,11 @@ from .service import RunService
 from .store import MultitaskStrategy, RunRecord
 from .webhooks import WebhookPolicy
 
-StreamMode = Literal["values", "updates", "messages", "messages-tuple", "custom", "debug"]
+# The Agent Server's modes (langgraph_api/schema.py) but 'tools' and 'lifecycle', which it refuses (422)
+# outside its v2 event streaming.
+StreamMode = Literal[
+    "values", "updates", "messages", "messages-tuple", "custom", "debug", "events", "tasks", "checkpoints"
+]
 Follow = Literal["wait", "stream"]
 
 

@@ -49,6 +49,28 @@ INSERT_EVENTS = """
 SELECT_EVENTS = """
     SELECT id, event, data FROM service_run_events WHERE run_id = %s AND id > %s ORDER BY id LIMIT 1000
 """
+# A thread's own events (state_update) while a reader follows the thread, in the same log under the thread's
+# key (no run has it: they go a retention after they were written).
+INSERT_THREAD_EVENT = """
+    WITH inserted AS (
+        INSERT INTO service_run_events (run_id, event, data)
+        SELECT %(key)s, %(event)s, %(data)s WHERE EXISTS (
+            SELECT 1 FROM service_thread_streams WHERE thread_id = %(thread_id)s AND until > now())
+        RETURNING 1
+    )
+    SELECT pg_notify(%(channel)s, 'events:' || %(key)s::text) FROM inserted
+"""
+SELECT_THREAD_JOINED = "SELECT 1 FROM service_thread_streams WHERE thread_id = %s AND until > now()"
+SELECT_LAST_EVENT_ID = "SELECT coalesce(max(id), 0) AS id FROM service_run_events"
+# A thread stream resumed from an event ID: the events after it of the thread's resumable runs (but those
+# `followed` live), in order.
+SELECT_THREAD_EVENTS = """
+    SELECT e.id, e.event, e.data, e.run_id FROM service_runs r
+    JOIN service_run_events e ON e.run_id = r.run_id AND e.id > %(after)s
+    WHERE r.thread_id = %(thread_id)s AND (r.kwargs ->> 'stream_resumable')::boolean IS TRUE
+      AND r.run_id <> ALL(%(followed)s)
+    ORDER BY e.id LIMIT 1000
+"""
 # Events of runs that ended more than the retention ago go, and those of runs since deleted (rolled back).
 TRIM_EVENTS = """
     DELETE FROM service_run_events e WHERE e.created_at < now() - make_interval(secs => %(retention)s)
@@ -57,11 +79,20 @@ TRIM_EVENTS = """
             AND (r.ended_at IS NULL OR r.ended_at >= now() - make_interval(secs => %(retention)s))
       )
 """
+TRIM_THREAD_STREAMS = "DELETE FROM service_thread_streams WHERE until < now()"
+
+
+# The key of a thread's own events in the log: no run's ID.
+THREAD_EVENTS = uuid.UUID("7f0c6c3e-2b1a-4d52-9a51-5f2b9c1e0d7a")
+
+
+def thread_key(thread_id: str) -> uuid.UUID:
+    return uuid.uuid5(THREAD_EVENTS, thread_id)
 
 
 @dataclass(frozen=True, slots=True)
 class RunEvent:
-    id: int
+    id: int  # 0 on a thread stream: an event no Last-Event-ID can resume from
     event: str
     data: str
 
@@ -158,8 +189,34 @@ class EventLog:
             rows = await (await conn.execute(SELECT_EVENTS, (run_id, after))).fetchall()
         return [RunEvent(row["id"], row["event"], row["data"]) for row in rows]
 
+    async def thread_joined(self, thread_id: str) -> bool:
+        """Whether a reader follows the thread's stream (its own events are written only then)."""
+        async with self._pool.connection() as conn:
+            return await (await conn.execute(SELECT_THREAD_JOINED, (thread_id,))).fetchone() is not None
+
+    async def append_thread(self, thread_id: str, name: str, data: str) -> None:
+        """A thread's own event, if a reader still follows the thread."""
+        params = {"key": thread_key(thread_id), "event": name, "data": data, "thread_id": thread_id, "channel": CHANNEL}
+        async with self._pool.connection() as conn:
+            await conn.execute(INSERT_THREAD_EVENT, params)
+
+    async def last_id(self) -> int:
+        """The newest event's ID: a thread stream joined now sends only the events after it."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(SELECT_LAST_EVENT_ID)).fetchone()
+        return int(row["id"]) if row else 0
+
+    async def read_thread(
+        self, thread_id: str, after: int, followed: list[uuid.UUID]
+    ) -> list[tuple[uuid.UUID, RunEvent]]:
+        async with self._pool.connection() as conn:
+            params = {"thread_id": thread_id, "after": after, "followed": followed}
+            rows = await (await conn.execute(SELECT_THREAD_EVENTS, params)).fetchall()
+        return [(row["run_id"], RunEvent(row["id"], row["event"], row["data"])) for row in rows]
+
     async def trim(self, retention_seconds: float) -> int:
         async with self._pool.connection() as conn:
+            await conn.execute(TRIM_THREAD_STREAMS)
             return (await conn.execute(TRIM_EVENTS, {"retention": retention_seconds})).rowcount
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import BaseMessage, BaseMessageChunk
 
 from ..core.encoding import jsonable
 
-# The Agent Server's stream modes, and the LangGraph mode that feeds each.
-GRAPH_MODE: dict[str, str] = {"messages-tuple": "messages", "messages": "messages"}
+# The Agent Server's stream modes, and the LangGraph mode that feeds each ('events' is fed by
+# astream_events instead: no LangGraph mode).
+GRAPH_MODE: dict[str, str | None] = {"messages-tuple": "messages", "messages": "messages", "events": None}
 
 Event = tuple[str, str]
 
@@ -53,7 +54,11 @@ class EventBuilder:
     def __init__(self, requested: list[str]) -> None:
         self.requested = requested
         # 'values' and 'updates' are always streamed: the run's output and its interrupts come from them.
-        self.graph_modes = sorted({GRAPH_MODE.get(mode, mode) for mode in requested} | {"values", "updates"})
+        modes = {GRAPH_MODE.get(mode, mode) for mode in requested} - {None}
+        self.graph_modes = sorted(cast(set[str], modes) | {"values", "updates"})
+        # As langgraph_api/stream.py: the run's stream comes from astream_events v2, whose events other than
+        # the graph's own stream parts are the 'events' stream.
+        self.astream_events = "events" in requested
         self._messages = MessageAccumulator() if "messages" in requested else None
         self.values: Any = None
         self.interrupts: Any = None
@@ -72,7 +77,17 @@ class EventBuilder:
             if self._messages is not None:
                 out += self._messages.events(message, metadata, build)
             return out
-        return [event(mode + suffix, chunk)] if build and mode in self.requested else []
+        if not build or mode not in self.requested:
+            return []
+        if mode == "debug" and isinstance(chunk, dict) and chunk.get("type") == "checkpoint":
+            chunk = {**chunk, "payload": _debug_checkpoint(chunk["payload"])}
+        return [event(mode + suffix, chunk)]
+
+    def graph_event(self, item: dict[str, Any], build: bool = True) -> list[Event]:
+        """An astream_events event that is not a stream part of the graph itself."""
+        if not build or "langsmith:hidden" in (item.get("tags") or ()):
+            return []
+        return [event("events", item)]
 
     def complete(self) -> list[Event]:
         return self._messages.complete() if self._messages is not None else []
@@ -83,3 +98,34 @@ class EventBuilder:
         if self.interrupts and isinstance(values, dict):
             values["__interrupt__"] = jsonable(self.interrupts)
         return values
+
+
+def _checkpoint(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A checkpoint's config as the Agent Server names a checkpoint (langgraph_api/state.py)."""
+    configurable = (config or {}).get("configurable") or {}
+    if not configurable.get("thread_id") or not configurable.get("checkpoint_id"):
+        return None
+    keys = ("checkpoint_id", "thread_id", "checkpoint_map")
+    checkpoint = {key: configurable[key] for key in keys if key in configurable}
+    if "checkpoint_ns" in configurable:
+        checkpoint["checkpoint_ns"] = configurable["checkpoint_ns"] or ""
+    return checkpoint
+
+
+def _debug_checkpoint(payload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A debug checkpoint as the Agent Server sends it: with `checkpoint` / `parent_checkpoint` beside
+    the configs, and each task's state config as its `checkpoint`."""
+    if not payload:
+        return None
+    tasks = []
+    for task in payload.get("tasks", []):
+        state = task.get("state")
+        if isinstance(state, dict) and state.get("configurable"):
+            task = {**{k: v for k, v in task.items() if k != "state"}, "checkpoint": state["configurable"]}
+        tasks.append(task)
+    return {
+        **payload,
+        "checkpoint": _checkpoint(payload.get("config")),
+        "parent_checkpoint": _checkpoint(payload.get("parent_config")),
+        "tasks": tasks,
+    }

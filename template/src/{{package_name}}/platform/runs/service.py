@@ -10,8 +10,10 @@ from typing import Any, cast
 
 from ..core.metrics import Metrics
 from .event_log import EventLog, Notifier, RunEvent, wait_for
+from .graph_events import event
 from .local import LEFT, LocalRun
 from .store import CancelAction, RunRecord, RunStatus, RunStore, ThreadActivity
+from .thread_stream import ThreadStream
 from .workers import RunWorkers
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -32,7 +34,7 @@ class RunService:
         self.notifier = notifier
         self.workers = workers
         # Notifications are the fast path; re-reading this often covers one lost in a reconnect.
-        self._poll_seconds = poll_seconds
+        self.poll_seconds = poll_seconds
 
     async def create(self, *, waited: bool = False, streamed: bool = False, **fields: Any) -> RunRecord:
         """RunStore.create, offering this replica's lease: `waited` / `streamed` say the caller will wait
@@ -65,7 +67,7 @@ class RunService:
             # A run created as waited for was just read; any other is marked so its end notifies.
             latest = run if run.watched and local is None else await self.store.watch(run, stream=False)
             while latest is not None and not latest.done:
-                await wait_for(changed, self._poll_seconds)
+                await wait_for(changed, self.poll_seconds)
                 changed.clear()
                 latest = await self.store.get(run.thread_id, run.run_id)
             return latest
@@ -88,9 +90,17 @@ class RunService:
                 return
             after = 0  # the run goes on elsewhere: its events from there are rows (REQUEUE_RUN)
         # Marked (unless its creator asked for both): the run's end notifies, and its events become rows.
-        if not (run.watched and run.streamed and local is None):
-            if await self.store.watch(run, stream=not resumable) is None:
-                return
+        mark = not (run.watched and run.streamed and local is None)
+        async for item in self.rows(run, after, heartbeat_seconds, mark):
+            yield item
+
+    async def rows(
+        self, run: RunRecord, after: int, heartbeat_seconds: float, mark: bool = True
+    ) -> AsyncIterator[RunEvent | None]:
+        """The run's events stored as rows, after ID `after`, until it ends; `mark`: first mark it, so that
+        its end notifies and its events (from now, if it is not resumable) become rows."""
+        if mark and await self.store.watch(run, stream=not run.kwargs.get("stream_resumable")) is None:
+            return
         with self.notifier.subscribe(str(run.run_id), f"events:{run.run_id}") as changed:
             idle_since = asyncio.get_running_loop().time()
             while True:
@@ -106,10 +116,24 @@ class RunService:
                     continue
                 if current is None or current.done:
                     return
-                await wait_for(changed, self._poll_seconds)
+                await wait_for(changed, self.poll_seconds)
                 if asyncio.get_running_loop().time() - idle_since >= heartbeat_seconds:
                     idle_since = asyncio.get_running_loop().time()
                     yield None
+
+    def join_thread(
+        self, thread_id: str, last_event_id: int | None, modes: list[str], heartbeat_seconds: float
+    ) -> AsyncIterator[RunEvent | None]:
+        """The thread's stream (GET /threads/{id}/stream); see thread_stream.py."""
+        return ThreadStream(self, thread_id, modes).follow(last_event_id, heartbeat_seconds)
+
+    async def thread_joined(self, thread_id: str) -> bool:
+        return await self.events.thread_joined(thread_id)
+
+    async def publish_state_update(self, thread_id: str, state: dict[str, Any]) -> None:
+        """The thread's new state to its stream's readers, as the Agent Server publishes it."""
+        data = event("state_update", {"state": state, "thread_id": thread_id})[1]
+        await self.events.append_thread(thread_id, "state_update", data)
 
     async def get(self, thread_id: str, run_id: uuid.UUID) -> RunRecord | None:
         return await self.store.get(thread_id, run_id)

@@ -31,6 +31,7 @@ DECLARE
     busy boolean;
     active bigint;
     claim boolean;
+    joined boolean;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('service_runs'), hashtext(p_thread_id));
     IF p_max_user_runs IS NOT NULL THEN
@@ -65,6 +66,11 @@ BEGIN
     IF NOT claim THEN
         PERFORM pg_notify('service_runs', 'queue');
     END IF;
+    -- A thread stream is open: the run's events become rows from the first, and its readers hear of it.
+    joined := EXISTS (SELECT 1 FROM service_thread_streams s WHERE s.thread_id = p_thread_id AND s.until > now());
+    IF joined THEN
+        PERFORM pg_notify('service_runs', 'thread:' || p_thread_id);
+    END IF;
     RETURN QUERY INSERT INTO service_runs AS r (run_id, thread_id, user_id, assistant_id, multitask_strategy, kwargs,
         metadata, temporary, not_before, status, attempt, lease_owner, lease_expires_at, started_at, watched, streamed)
     VALUES (p_run_id, p_thread_id, p_user_id, p_assistant_id, p_strategy, p_kwargs, p_metadata, p_temporary,
@@ -73,7 +79,7 @@ BEGIN
         CASE WHEN claim THEN p_owner END,
         CASE WHEN claim THEN now() + make_interval(secs => p_lease_seconds) END,
         CASE WHEN claim THEN clock_timestamp() END,
-        p_watched AND NOT claim, p_streamed AND NOT claim)
+        p_watched AND NOT claim, (p_streamed AND NOT claim) OR joined)
     RETURNING r.run_id, r.thread_id, r.user_id, r.assistant_id, r.status, r.multitask_strategy, r.kwargs, r.metadata,
         r.output, r.error, r.temporary, r.created_at, r.updated_at, r.started_at, r.ended_at, r.attempt,
         r.cancel_reason, r.watched, r.streamed,
@@ -161,6 +167,8 @@ MIGRATIONS = (
     # notifies) or reads its stream (`streamed`: its events become rows). Nobody else needs either.
     "ALTER TABLE service_runs ADD COLUMN IF NOT EXISTS watched BOOLEAN NOT NULL DEFAULT false",
     "ALTER TABLE service_runs ADD COLUMN IF NOT EXISTS streamed BOOLEAN NOT NULL DEFAULT false",
+    # Threads whose stream (GET /threads/{id}/stream) is open somewhere, until when its readers last said so.
+    "CREATE TABLE IF NOT EXISTS service_thread_streams (thread_id TEXT PRIMARY KEY, until TIMESTAMPTZ NOT NULL)",
     ADMIT_RUN_FUNCTION,
     FINISH_RUN_FUNCTION,
 )
@@ -183,8 +191,21 @@ SQLSTATE_NEEDS_CANCEL = "SRBSY"
 INSERT_RUN = f"""
     INSERT INTO service_runs (run_id, thread_id, user_id, assistant_id, multitask_strategy, kwargs, metadata,
         temporary, not_before, watched, streamed)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s), %s, %s)
+    VALUES (%(run_id)s, %(thread_id)s, %(user_id)s, %(assistant_id)s, %(strategy)s, %(kwargs)s, %(metadata)s,
+        %(temporary)s, now() + make_interval(secs => %(after_seconds)s), %(watched)s,
+        %(streamed)s OR EXISTS (SELECT 1 FROM service_thread_streams s
+            WHERE s.thread_id = %(thread_id)s AND s.until > now()))
     RETURNING {RUN_COLUMNS}
+"""
+# A thread stream's reader says it reads until `seconds` from now, and reads the runs in flight on the thread.
+JOIN_THREAD = f"""
+    WITH joined AS (
+        INSERT INTO service_thread_streams (thread_id, until)
+        VALUES (%(thread_id)s, now() + make_interval(secs => %(seconds)s))
+        ON CONFLICT (thread_id) DO UPDATE SET until = greatest(service_thread_streams.until, EXCLUDED.until)
+    )
+    SELECT {RUN_COLUMNS} FROM service_runs
+    WHERE thread_id = %(thread_id)s AND status IN ('pending', 'running') ORDER BY seq
 """
 # A waiter or reader on another replica than the executing one: the run's end must notify, or its events be
 # rows. Also the waiter's first read of the run.

@@ -39,6 +39,7 @@ from .sql import (
     EXPIRE_LEASES,
     FINISH_RUN,
     INSERT_RUN,
+    JOIN_THREAD,
     LOCK_THREAD,
     LOCK_THREAD_AND_USER,
     MIGRATIONS,
@@ -268,23 +269,8 @@ class RunStore:
                     raise _too_many(row["n"], max_user_runs)
             if inflight:
                 await self._cancel(conn, inflight, params["strategy"])
-            cur = await conn.execute(
-                INSERT_RUN,
-                (
-                    params["run_id"],
-                    thread_id,
-                    user_id,
-                    params["assistant_id"],
-                    params["strategy"],
-                    params["kwargs"],
-                    params["metadata"],
-                    params["temporary"],
-                    params["after_seconds"],
-                    params["watched"],
-                    params["streamed"],
-                ),
-            )
-            await notify(conn, "queue")
+            cur = await conn.execute(INSERT_RUN, params)
+            await notify(conn, "queue", f"thread:{thread_id}")
         row = await cur.fetchone()
         assert row is not None
         return _record(row)
@@ -328,6 +314,13 @@ class RunStore:
     ) -> list[RunRecord]:
         async with self._pool.connection() as conn:
             cur = await conn.execute(SELECT_RUNS_OF_THREAD, (thread_id, status, status, limit, offset))
+            return [_record(row) for row in await cur.fetchall()]
+
+    async def join_thread(self, thread_id: str, seconds: float) -> list[RunRecord]:
+        """The runs in flight on the thread, oldest first; the thread's new runs write their events as rows
+        and notify "thread:<ID>" for `seconds` from now."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(JOIN_THREAD, {"thread_id": thread_id, "seconds": seconds})
             return [_record(row) for row in await cur.fetchall()]
 
     async def delete(self, thread_id: str, run_id: uuid.UUID) -> bool:

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -364,6 +364,9 @@ class RunWorkers:
     async def _stream_graph(self, run: RunRecord, builder: EventBuilder, writer: EventWriter) -> None:
         kwargs = run.kwargs
         config = cast(RunnableConfig, kwargs["config"])
+        if run.attempt == 1:
+            # As the Agent Server: the graph's root run is the run (the 'events' stream names it).
+            config = {**config, "run_id": run.run_id}
         if callbacks := self.tracing.callbacks(run.run_id, run.thread_id):
             config = {**config, "callbacks": callbacks}
         graph_input: Any = kwargs.get("input")
@@ -378,19 +381,17 @@ class RunWorkers:
         graph = self.graph
         if graph.store is not None:
             graph = graph.copy({"store": UserStore(graph.store, run.user_id)})
+        options: dict[str, Any] = {
+            # The assistant's context under the run's: what graphs with a context_schema read.
+            "context": kwargs.get("context") or None,
+            "stream_mode": builder.graph_modes,
+            "interrupt_before": kwargs.get("interrupt_before"),
+            "interrupt_after": kwargs.get("interrupt_after"),
+            "durability": kwargs.get("durability", "async"),
+            "subgraphs": True,
+        }
         try:
-            async for part in graph.astream(
-                graph_input,
-                config,
-                # The assistant's context under the run's: what graphs with a context_schema read.
-                context=kwargs.get("context") or None,
-                stream_mode=builder.graph_modes,  # type: ignore[arg-type]
-                interrupt_before=kwargs.get("interrupt_before"),
-                interrupt_after=kwargs.get("interrupt_after"),
-                durability=kwargs.get("durability", "async"),
-                subgraphs=True,
-            ):
-                namespace, mode, chunk = cast(tuple[tuple[str, ...], str, Any], part)
+            async for namespace, mode, chunk in _graph_parts(graph, graph_input, config, options, builder, writer):
                 if kwargs.get("stream_subgraphs") or not namespace:
                     # Events nobody can read are not built: a wait with no stream reader only needs the output.
                     writer.add(builder.part(namespace, mode, chunk, writer.wanted))
@@ -459,6 +460,27 @@ async def _retrying(call: Callable[..., Awaitable[None]], *args: Any, attempts: 
                 raise
             log.warning("recording a run's outcome failed, retrying: %s", exc)
             await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+
+
+async def _graph_parts(
+    graph: CompiledStateGraph,  # type: ignore[type-arg]
+    graph_input: Any,
+    config: RunnableConfig,
+    options: dict[str, Any],
+    builder: EventBuilder,
+    writer: EventWriter,
+) -> AsyncIterator[tuple[tuple[str, ...], str, Any]]:
+    """The graph's (namespace, mode, chunk) parts; with the 'events' mode asked for, from astream_events v2,
+    whose other events go to the writer as they come (the root's on_chain_stream events are the parts)."""
+    if not builder.astream_events:
+        async for part in graph.astream(graph_input, config, **options):
+            yield cast(tuple[tuple[str, ...], str, Any], part)
+        return
+    async for item in graph.astream_events(graph_input, config, version="v2", **options):
+        if item["event"] == "on_chain_stream" and not item["parent_ids"]:
+            yield cast(tuple[tuple[str, ...], str, Any], item["data"]["chunk"])
+        else:
+            writer.add(builder.graph_event(cast(dict[str, Any], item), writer.wanted))
 
 
 def _stream_modes(kwargs: dict[str, Any]) -> list[str]:
