@@ -73,8 +73,10 @@ BEGIN
     END IF;
     RETURN QUERY INSERT INTO service_runs AS r (run_id, thread_id, user_id, assistant_id, multitask_strategy, kwargs,
         metadata, temporary, not_before, status, attempt, lease_owner, lease_expires_at, started_at, watched, streamed)
-    VALUES (p_run_id, p_thread_id, p_user_id, p_assistant_id, p_strategy, p_kwargs, p_metadata, p_temporary,
-        now() + make_interval(secs => p_after_seconds),
+    VALUES (p_run_id, p_thread_id, p_user_id, p_assistant_id, p_strategy, p_kwargs,
+        -- As the Agent Server: the thread's metadata under the run's (RUN_METADATA).
+        COALESCE((SELECT t.metadata FROM service_threads t WHERE t.thread_id = p_thread_id), '{}') || p_metadata,
+        p_temporary, now() + make_interval(secs => p_after_seconds),
         CASE WHEN claim THEN 'running' ELSE 'pending' END, CASE WHEN claim THEN 1 ELSE 0 END,
         CASE WHEN claim THEN p_owner END,
         CASE WHEN claim THEN now() + make_interval(secs => p_lease_seconds) END,
@@ -191,7 +193,8 @@ SQLSTATE_NEEDS_CANCEL = "SRBSY"
 INSERT_RUN = f"""
     INSERT INTO service_runs (run_id, thread_id, user_id, assistant_id, multitask_strategy, kwargs, metadata,
         temporary, not_before, watched, streamed)
-    VALUES (%(run_id)s, %(thread_id)s, %(user_id)s, %(assistant_id)s, %(strategy)s, %(kwargs)s, %(metadata)s,
+    VALUES (%(run_id)s, %(thread_id)s, %(user_id)s, %(assistant_id)s, %(strategy)s, %(kwargs)s,
+        COALESCE((SELECT t.metadata FROM service_threads t WHERE t.thread_id = %(thread_id)s), '{{}}') || %(metadata)s,
         %(temporary)s, now() + make_interval(secs => %(after_seconds)s), %(watched)s,
         %(streamed)s OR EXISTS (SELECT 1 FROM service_thread_streams s
             WHERE s.thread_id = %(thread_id)s AND s.until > now()))
