@@ -157,7 +157,7 @@ STATE_DERIVED = frozenset(("status", "values", "interrupts", "error", "state_upd
 async def thread_body(services: Services, record: ThreadRecord, select: list[str] | None = None) -> dict[str, Any]:
     if select and STATE_DERIVED.isdisjoint(select):
         return select_fields(_record_fields(record), select)
-    snapshot = await services.graph.aget_state(thread_config(record.thread_id))
+    snapshot = await services.graphs.for_thread(record.metadata).aget_state(thread_config(record.thread_id))
     interrupts = [{"value": jsonable(i.value), "id": i.id} for t in snapshot.tasks for i in t.interrupts]
     # Derived, never stored: a run in flight makes the thread busy, wherever it runs. Then as the Agent
     # Server orders them: the last run's failure, a pause (an interrupt() or interrupt_before/after: tasks
@@ -357,9 +357,10 @@ async def copy_thread(record: ThreadDep, services: ServicesDep, user: UserDep) -
 
 
 async def _state(
-    services: Services, config: RunnableConfig, subgraphs: bool, select: list[str] | None
+    services: Services, record: ThreadRecord, config: RunnableConfig, subgraphs: bool, select: list[str] | None
 ) -> dict[str, Any]:
-    snapshot: StateSnapshot = await services.graph.aget_state(config, subgraphs=subgraphs)
+    graph = services.graphs.for_thread(record.metadata)
+    snapshot: StateSnapshot = await graph.aget_state(config, subgraphs=subgraphs)
     if config["configurable"].get("checkpoint_id") and snapshot.created_at is None:
         raise NotFound("Checkpoint not found")
     return select_fields(thread_state(snapshot), select)
@@ -372,7 +373,7 @@ StateSelectQuery = Annotated[list[str] | None, Query(max_length=32), AfterValida
 async def get_state(
     record: ThreadDep, services: ServicesDep, subgraphs: bool = False, select: StateSelectQuery = None
 ) -> dict[str, Any]:
-    return await _state(services, thread_config(record.thread_id), subgraphs, select)
+    return await _state(services, record, thread_config(record.thread_id), subgraphs, select)
 
 
 @router.post("/threads/{thread_id}/state")
@@ -381,16 +382,17 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
     if (await services.runs.thread_status(record.thread_id)).busy:
         raise Conflict("the thread has a run pending or running; update its state once the run ends")
     checkpoint = body.checkpoint or (CheckpointRef(checkpoint_id=body.checkpoint_id) if body.checkpoint_id else None)
+    graph = services.graphs.for_thread(record.metadata)
     if body.as_node is not None:
-        check_nodes(services.graph, "as_node", body.as_node)
+        check_nodes(graph, "as_node", body.as_node)
     if body.values:
-        check_input(services.graph, body.values)
+        check_input(graph, body.values)
     if checkpoint is not None and checkpoint.checkpoint_id:
         # An unknown checkpoint is a 404, not a fresh branch from nothing (one read; the update reads it again).
         if await services.checkpointer.aget_tuple(thread_config(record.thread_id, checkpoint)) is None:
             raise NotFound("Checkpoint not found")
     try:
-        config = await services.graph.aupdate_state(
+        config = await graph.aupdate_state(
             thread_config(record.thread_id, checkpoint), body.values, as_node=body.as_node
         )
     except InvalidUpdateError as exc:
@@ -401,7 +403,7 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
 
 @router.post("/threads/{thread_id}/state/checkpoint")
 async def get_state_at(body: StateAtCheckpoint, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
-    return await _state(services, thread_config(record.thread_id, body.checkpoint), body.subgraphs, body.select)
+    return await _state(services, record, thread_config(record.thread_id, body.checkpoint), body.subgraphs, body.select)
 
 
 @router.get("/threads/{thread_id}/state/{checkpoint_id}")
@@ -413,7 +415,7 @@ async def get_state_at_checkpoint_id(
     select: StateSelectQuery = None,
 ) -> dict[str, Any]:
     config = thread_config(record.thread_id, CheckpointRef(checkpoint_id=checkpoint_id))
-    return await _state(services, config, subgraphs, select)
+    return await _state(services, record, config, subgraphs, select)
 
 
 @router.get("/threads/{thread_id}/history")
@@ -436,7 +438,7 @@ async def get_history(body: HistoryQuery, record: ThreadDep, services: ServicesD
     before_config = thread_config(record.thread_id, before) if before is not None else None
     return [
         select_fields(thread_state(snapshot), body.select)
-        async for snapshot in services.graph.aget_state_history(
+        async for snapshot in services.graphs.for_thread(record.metadata).aget_state_history(
             thread_config(record.thread_id, body.checkpoint),
             filter=body.metadata,
             before=before_config,
