@@ -109,7 +109,8 @@ def _import(spec: GraphSpec) -> Any:
             if not spec.path.is_file():
                 raise GraphConfigError(f"{where}: no file {spec.path}")
             # A name of its own per file, as the reference gives it, so two files named graph.py do not collide.
-            name = "langgraph_graphs." + "__".join(spec.path.with_suffix("").parts[1:]).replace(" ", "_")
+            name = "__".join(("langgraph_graphs", *spec.path.with_suffix("").parts[1:]))
+            name = "".join(c if c.isalnum() else "_" for c in name)
             module_spec = importlib.util.spec_from_file_location(name, spec.path)
             assert module_spec is not None and module_spec.loader is not None
             module = importlib.util.module_from_spec(module_spec)
@@ -142,7 +143,8 @@ async def _call_factory(spec: GraphSpec, factory: Callable[..., Any]) -> Any:
 
 
 async def _compile(spec: GraphSpec, value: Any, checkpointer: BaseCheckpointSaver[str], store: BaseStore) -> Graph:
-    if callable(value) and not isinstance(value, StateGraph | Pregel):
+    # A class is no factory: a state schema named by mistake gets the error below, not a call.
+    if callable(value) and not isinstance(value, type | StateGraph | Pregel):
         value = await _call_factory(spec, value)
     if isinstance(value, StateGraph):
         graph: Graph = value.compile(checkpointer=checkpointer, store=store)
@@ -152,7 +154,7 @@ async def _compile(spec: GraphSpec, value: Any, checkpointer: BaseCheckpointSave
     else:
         raise GraphConfigError(
             f'graph "{spec.graph_id}" ({spec.source}): expected a compiled graph, a StateGraph or a factory '
-            f"returning one; found {type(value).__name__}"
+            f"returning one; found {f'the class {value.__name__}' if isinstance(value, type) else type(value).__name__}"
         )
     return graph.copy(update={"name": spec.graph_id}) if graph.name == DEFAULT_NAME else graph
 
