@@ -218,8 +218,9 @@ async def assistant_graph(
     user: UserDep,
     xray: Annotated[str | None, Query(max_length=8)] = None,
 ) -> dict[str, Any]:
-    await services.assistants.get(assistant_id, user)
-    drawable = (await services.graph.aget_graph(xray=_xray(xray))).to_json()
+    assistant = await services.assistants.get(assistant_id, user)
+    graph = services.graphs.get_graph(assistant.graph_id)
+    drawable = (await graph.aget_graph(xray=_xray(xray))).to_json()
     # Node data names Python classes: implementation detail the Agent Server leaves out too.
     for node in drawable.get("nodes", []):
         if isinstance(data := node.get("data"), dict):
@@ -230,7 +231,7 @@ async def assistant_graph(
 @router.get("/assistants/{assistant_id}/schemas")
 async def assistant_schemas(assistant_id: AssistantId, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     assistant = await services.assistants.get(assistant_id, user)
-    return {"graph_id": assistant.graph_id, **graph_schemas(services.graph)}
+    return {"graph_id": assistant.graph_id, **graph_schemas(services.graphs.get_graph(assistant.graph_id))}
 
 
 @router.get("/assistants/{assistant_id}/subgraphs")
@@ -242,9 +243,11 @@ async def assistant_subgraphs(
     namespace: str | None = None,
     recurse: bool = False,
 ) -> dict[str, Any]:
-    await services.assistants.get(assistant_id, user)
+    assistant = await services.assistants.get(assistant_id, user)
     return {
         ns: graph_schemas(subgraph)
-        async for ns, subgraph in services.graph.aget_subgraphs(namespace=namespace, recurse=recurse)
+        async for ns, subgraph in services.graphs.get_graph(assistant.graph_id).aget_subgraphs(
+            namespace=namespace, recurse=recurse
+        )
         if isinstance(subgraph, Pregel)
     }

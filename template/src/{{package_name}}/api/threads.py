@@ -163,7 +163,7 @@ STATE_DERIVED = frozenset(("status", "values", "interrupts", "error", "state_upd
 async def thread_body(services: Services, record: ThreadRecord, select: list[str] | None = None) -> dict[str, Any]:
     if select and STATE_DERIVED.isdisjoint(select):
         return select_fields(_record_fields(record), select)
-    snapshot = await services.graph.aget_state(thread_config(record.thread_id))
+    snapshot = await services.graphs.for_thread(record.metadata).aget_state(thread_config(record.thread_id))
     interrupts = [interrupt_json(i) for t in snapshot.tasks for i in t.interrupts]
     # Derived, never stored: a run in flight makes the thread busy, wherever it runs. Then as the Agent
     # Server orders them: the last run's failure, a pause (an interrupt() or interrupt_before/after: tasks
@@ -215,8 +215,10 @@ async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep
     session_type = body.metadata.get("session_type", "default")
     if not isinstance(session_type, str) or not session_type or len(session_type) > MAX_SESSION_TYPE_CHARS:
         raise InvalidInput("metadata.session_type must be a non-empty string of at most 64 characters")
+    # Supersteps go through the graph the metadata names (graph_id), as the thread's runs would.
+    graph = services.graphs.for_thread(body.metadata)
     if body.supersteps:
-        check_supersteps(services.graph, body.supersteps)
+        check_supersteps(graph, body.supersteps)
     if body.thread_id is None:
         thread_id = services.thread_ids.generate_thread_id(user, session_type)
     else:
@@ -237,7 +239,7 @@ async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep
     if body.supersteps:
         # Checkpoints first, as a copy does: a refused superstep leaves neither a thread nor half its state.
         try:
-            await apply_supersteps(services.graph, thread_config(thread_id, CheckpointRef()), body.supersteps)
+            await apply_supersteps(graph, thread_config(thread_id, CheckpointRef()), body.supersteps)
         except InvalidInput:
             await services.checkpointer.adelete_thread(thread_id)
             raise
@@ -372,9 +374,10 @@ async def copy_thread(record: ThreadDep, services: ServicesDep, user: UserDep) -
 
 
 async def _state(
-    services: Services, config: RunnableConfig, subgraphs: bool, select: list[str] | None
+    services: Services, record: ThreadRecord, config: RunnableConfig, subgraphs: bool, select: list[str] | None
 ) -> dict[str, Any]:
-    snapshot: StateSnapshot = await services.graph.aget_state(config, subgraphs=subgraphs)
+    graph = services.graphs.for_thread(record.metadata)
+    snapshot: StateSnapshot = await graph.aget_state(config, subgraphs=subgraphs)
     if config["configurable"].get("checkpoint_id") and snapshot.created_at is None:
         raise NotFound("Checkpoint not found")
     return select_fields(thread_state(snapshot), select)
@@ -409,7 +412,7 @@ async def join_thread_stream(
 async def get_state(
     record: ThreadDep, services: ServicesDep, subgraphs: bool = False, select: StateSelectQuery = None
 ) -> dict[str, Any]:
-    return await _state(services, thread_config(record.thread_id), subgraphs, select)
+    return await _state(services, record, thread_config(record.thread_id), subgraphs, select)
 
 
 @router.post("/threads/{thread_id}/state")
@@ -418,13 +421,14 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
     if (await services.runs.thread_status(record.thread_id)).busy:
         raise Conflict("the thread has a run pending or running; update its state once the run ends")
     checkpoint = body.checkpoint or (CheckpointRef(checkpoint_id=body.checkpoint_id) if body.checkpoint_id else None)
-    check_update(services.graph, body.values, body.as_node)
+    graph = services.graphs.for_thread(record.metadata)
+    check_update(graph, body.values, body.as_node)
     if checkpoint is not None and checkpoint.checkpoint_id:
         # An unknown checkpoint is a 404, not a fresh branch from nothing (one read; the update reads it again).
         if await services.checkpointer.aget_tuple(thread_config(record.thread_id, checkpoint)) is None:
             raise NotFound("Checkpoint not found")
     try:
-        config = await services.graph.aupdate_state(
+        config = await graph.aupdate_state(
             thread_config(record.thread_id, checkpoint), body.values, as_node=body.as_node
         )
     except InvalidUpdateError as exc:
@@ -432,9 +436,7 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
     await services.registry.touch(record.thread_id, record.user_id)
     if await services.runs.thread_joined(record.thread_id):
         # Read back only for a thread stream's readers: what the Agent Server publishes as 'state_update'.
-        await services.runs.publish_state_update(
-            record.thread_id, thread_state(await services.graph.aget_state(config))
-        )
+        await services.runs.publish_state_update(record.thread_id, thread_state(await graph.aget_state(config)))
     written = checkpoint_ref(config)
     # With the Agent Server's deprecated copies of it, which older clients still read.
     return {"checkpoint": written, "configurable": written, "checkpoint_id": config["configurable"]["checkpoint_id"]}
@@ -442,7 +444,7 @@ async def update_state(body: StateUpdate, record: ThreadDep, services: ServicesD
 
 @router.post("/threads/{thread_id}/state/checkpoint")
 async def get_state_at(body: StateAtCheckpoint, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
-    return await _state(services, thread_config(record.thread_id, body.checkpoint), body.subgraphs, body.select)
+    return await _state(services, record, thread_config(record.thread_id, body.checkpoint), body.subgraphs, body.select)
 
 
 @router.get("/threads/{thread_id}/state/{checkpoint_id}")
@@ -454,7 +456,7 @@ async def get_state_at_checkpoint_id(
     select: StateSelectQuery = None,
 ) -> dict[str, Any]:
     config = thread_config(record.thread_id, CheckpointRef(checkpoint_id=checkpoint_id))
-    return await _state(services, config, subgraphs, select)
+    return await _state(services, record, config, subgraphs, select)
 
 
 @router.get("/threads/{thread_id}/history")
@@ -477,7 +479,7 @@ async def get_history(body: HistoryQuery, record: ThreadDep, services: ServicesD
     before_config = thread_config(record.thread_id, before) if before is not None else None
     return [
         select_fields(thread_state(snapshot), body.select)
-        async for snapshot in services.graph.aget_state_history(
+        async for snapshot in services.graphs.for_thread(record.metadata).aget_state_history(
             thread_config(record.thread_id, body.checkpoint),
             filter=body.metadata,
             before=before_config,

@@ -1,7 +1,7 @@
-"""Assistants: named, versioned configurations (config, context, metadata) of the service's one graph.
+"""Assistants: named, versioned configurations (config, context, metadata) of the service's graphs.
 
-Ownership: an assistant a user creates is theirs alone; to anyone else it does not exist (404). The graph's
-own assistant is built in, read-only and visible to every user; it is addressed by the graph's name or by
+Ownership: an assistant a user creates is theirs alone; to anyone else it does not exist (404). Each graph's
+own assistant is built in, read-only and visible to every user; it is addressed by the graph's ID or by
 the UUID LangGraph's server derives from it (uuid5), so clients written for that server find it.
 Every update writes a new version; `set_latest` points the assistant at any earlier one.
 """
@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from ..errors import Conflict, InvalidInput, NotFound
 from .core.database import Pool
 from .core.migrations import apply_migrations
+from .graphs import DEFAULT_NAME, Graphs
 
 # LangGraph's server names the assistant of graph G uuid5(NAMESPACE_GRAPH, G).
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
@@ -129,6 +130,10 @@ def builtin_assistant_id(graph_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE_GRAPH, graph_id))
 
 
+async def setup_assistants(pool: Pool) -> None:
+    await apply_migrations(pool, MIGRATIONS)
+
+
 @dataclass(frozen=True, slots=True)
 class Assistant:
     assistant_id: str
@@ -212,39 +217,55 @@ def _uuid(assistant_id: str) -> uuid.UUID:
         raise InvalidInput("assistant_id must be a UUID") from exc
 
 
-class AssistantStore:
-    def __init__(self, pool: Pool, graph_id: str, description: str) -> None:
-        self._pool = pool
-        self.graph_id = graph_id
-        self.builtin = Assistant(
-            assistant_id=builtin_assistant_id(graph_id),
-            user_id=SYSTEM_USER,
-            graph_id=graph_id,
-            version=1,
-            name=graph_id,
-            description=description,
-            config={},
-            context={},
-            metadata={"created_by": "system"},
-            created_at=_BUILTIN_CREATED,
-            updated_at=_BUILTIN_CREATED,
-        )
+def _builtin(graph_id: str, name: str, description: str | None) -> Assistant:
+    return Assistant(
+        assistant_id=builtin_assistant_id(graph_id),
+        user_id=SYSTEM_USER,
+        graph_id=graph_id,
+        version=1,
+        name=name,
+        description=description,
+        config={},
+        context={},
+        metadata={"created_by": "system"},
+        created_at=_BUILTIN_CREATED,
+        updated_at=_BUILTIN_CREATED,
+    )
 
-    async def setup(self) -> None:
-        await apply_migrations(self._pool, MIGRATIONS)
+
+def _ordered_before(a: Assistant, b: Assistant, sort_by: SortBy, sort_order: SortOrder) -> bool:
+    """Whether `a` sorts before `b` as search_sql orders rows: by the column, then by assistant ID ascending."""
+    key_a, key_b = getattr(a, sort_by), getattr(b, sort_by)
+    if key_a != key_b:
+        return bool(key_a < key_b) if sort_order == "asc" else bool(key_a > key_b)
+    return a.assistant_id < b.assistant_id
+
+
+class AssistantStore:
+    def __init__(self, pool: Pool, graphs: Graphs) -> None:
+        self._pool = pool
+        self._graphs = graphs
+        # One per graph, named as langgraph-api names it: the graph's own name, else its ID.
+        self.builtins = [
+            _builtin(graph_id, graph.name if graph.name != DEFAULT_NAME else graph_id, graphs.descriptions[graph_id])
+            for graph_id, graph in graphs.items()
+        ]
+        self._by_key = {key: a for a in self.builtins for key in (a.graph_id, a.assistant_id)}
 
     def check_graph(self, graph_id: str) -> None:
-        if graph_id != self.graph_id:
-            raise NotFound(f"Graph '{graph_id}' not found. Expected one of: {[self.graph_id]}")
+        self._graphs.check(graph_id)
+
+    def is_builtin(self, assistant: Assistant) -> bool:
+        return self._by_key.get(assistant.assistant_id) is assistant
 
     async def get(self, assistant_id: str, user: str) -> Assistant:
         """The assistant `user` may use: the built-in one (by graph name or UUID) or one of their own."""
-        if assistant_id in (self.graph_id, self.builtin.assistant_id):
-            return self.builtin
+        if (builtin := self._by_key.get(assistant_id)) is not None:
+            return builtin
         try:
             key = uuid.UUID(assistant_id)
         except ValueError:
-            # Neither the graph's name nor a UUID: no assistant by that name, as for an unknown UUID.
+            # Neither a graph's ID nor a UUID: no assistant by that name, as for an unknown UUID.
             raise NotFound("Assistant not found") from None
         async with self._pool.connection() as conn:
             row = await (await conn.execute(SELECT_ASSISTANT, (key, user))).fetchone()
@@ -255,7 +276,7 @@ class AssistantStore:
     async def owned(self, assistant_id: str, user: str) -> Assistant:
         """One of the user's own assistants, which they may change; the built-in one is read-only."""
         assistant = await self.get(assistant_id, user)
-        if assistant is self.builtin:
+        if self.is_builtin(assistant):
             raise Conflict("the graph's built-in assistant is read-only; create an assistant to configure it")
         return assistant
 
@@ -274,7 +295,7 @@ class AssistantStore:
     ) -> Assistant:
         self.check_graph(graph_id)
         key = _uuid(assistant_id) if assistant_id is not None else uuid.uuid4()
-        if str(key) == self.builtin.assistant_id:
+        if str(key) in self._by_key:
             raise Conflict("Assistant already exists")
         async with self._pool.connection() as conn, conn.transaction():
             inserted = await (await conn.execute(INSERT_ASSISTANT, (key, user))).fetchone()
@@ -339,7 +360,7 @@ class AssistantStore:
         self, assistant_id: str, user: str, metadata: dict[str, Any] | None, limit: int, offset: int
     ) -> list[Assistant]:
         assistant = await self.get(assistant_id, user)
-        if assistant is self.builtin:
+        if self.is_builtin(assistant):
             return [assistant] if offset == 0 and AssistantFilter(metadata=metadata).matches(assistant) else []
         async with self._pool.connection() as conn:
             cur = await conn.execute(
@@ -367,27 +388,34 @@ class AssistantStore:
         sort_order: SortOrder = "desc",
     ) -> tuple[list[Assistant], int | None]:
         """One page, and the next page's offset (None on the last page). Without sort_by, the built-in
-        assistant comes first and the user's newest after it; with it, the built-in takes its place in the order."""
+        assistants come first (in langgraph.json's order) and the user's newest after them; with it, each
+        built-in takes its place in the order."""
         if where.graph_id is not None:
             self.check_graph(where.graph_id)  # as the Agent Server: a graph it does not serve is a 404
         params: dict[str, Any] = where.params(user)
-        position: int | None = None  # the built-in assistant's place in the whole ordered result
+        matching = [a for a in self.builtins if where.matches(a)]
+        # Each matching built-in's place in the whole ordered result: the user's rows and built-ins before it.
+        positions: list[tuple[int, Assistant]] = []
         async with self._pool.connection() as conn:
-            if where.matches(self.builtin):
-                position = 0
-                if sort_by is not None:
-                    value = getattr(self.builtin, sort_by)
-                    before = {**params, "value": value, "id": self.builtin.assistant_id}
-                    row = await (await conn.execute(rows_before_sql(sort_by, sort_order), before)).fetchone()
-                    position = int(row["n"]) if row else 0
+            for index, builtin in enumerate(matching):
+                if sort_by is None:
+                    positions.append((index, builtin))
+                    continue
+                before = {**params, "value": getattr(builtin, sort_by), "id": builtin.assistant_id}
+                row = await (await conn.execute(rows_before_sql(sort_by, sort_order), before)).fetchone()
+                others = sum(_ordered_before(other, builtin, sort_by, sort_order) for other in matching)
+                positions.append(((int(row["n"]) if row else 0) + others, builtin))
+            positions.sort(key=lambda placed: placed[0])
             # Read one more than asked for, to know whether another page follows.
             wanted = limit + 1
-            skip = offset - 1 if position is not None and position < offset else offset
+            skip = offset - sum(1 for position, _ in positions if position < offset)
             sql = search_sql(sort_by or "created_at", sort_order if sort_by else "desc")
             rows = await (await conn.execute(sql, {**params, "limit": wanted, "offset": skip})).fetchall()
         found = [_from_row(row) for row in rows]
-        if position is not None and offset <= position < offset + wanted:
-            found.insert(position - offset, self.builtin)
+        # In ascending order, each at its place: the ones before it on this page are in already.
+        for position, builtin in positions:
+            if offset <= position < offset + wanted:
+                found.insert(position - offset, builtin)
         return found[:limit], (offset + limit if len(found) > limit else None)
 
     async def count(self, user: str, where: AssistantFilter) -> int:
@@ -396,4 +424,4 @@ class AssistantStore:
         async with self._pool.connection() as conn:
             row = await (await conn.execute(COUNT_ASSISTANTS, where.params(user))).fetchone()
         assert row is not None
-        return int(row["n"]) + (1 if where.matches(self.builtin) else 0)
+        return int(row["n"]) + sum(1 for builtin in self.builtins if where.matches(builtin))

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
 from ..settings import Settings
@@ -15,6 +14,7 @@ from .core.database import Pool
 from .core.leases import Leases
 from .core.metrics import Metrics
 from .crons import CronStore
+from .graphs import Graphs
 from .quotas import UserRateLimit
 from .runs import RunService
 from .runs.admission import Admission
@@ -30,7 +30,7 @@ class Services:
     settings: Settings
     pool: Pool
     checkpointer: BaseCheckpointSaver[str]
-    graph: CompiledStateGraph  # type: ignore[type-arg]
+    graphs: Graphs
     registry: ThreadRegistry
     thread_ids: ThreadManager
     metrics: Metrics

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from langchain_core.messages import AnyMessage
 from langgraph.channels import DeltaChannel
 from langgraph.graph import StateGraph
-from langgraph.graph.state import CompiledStateGraph
+from langgraph.pregel import Pregel
 from typing_extensions import TypedDict
 
 from .langgraph_private import messages_delta_reducer
@@ -52,6 +52,6 @@ def apply_snapshot_frequency(builder: StateGraph[Any], frequency: int) -> None:
                     channel.snapshot_frequency = frequency
 
 
-def delta_channels(graph: CompiledStateGraph) -> dict[str, DeltaChannel[Any]]:  # type: ignore[type-arg]
+def delta_channels(graph: Pregel[Any, Any, Any, Any]) -> dict[str, DeltaChannel[Any]]:
     """The compiled graph's delta channels by name: what the saver seals a thread's latest checkpoint with."""
     return {name: channel for name, channel in graph.channels.items() if isinstance(channel, DeltaChannel)}

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import BadRequest, InvalidInput, ThreadNotFound, TooManyRequests
@@ -22,6 +21,7 @@ from ..core import tracing
 from ..core.fields import JsonObject, StorableText
 from ..core.logs import bind
 from ..core.metrics import Metrics
+from ..graphs import Graph, Graphs
 from ..threads.ids import ThreadManager
 from ..threads.registry import ThreadRegistry
 from .service import RunService
@@ -79,19 +79,18 @@ class RunCreate(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class AdmissionSettings:
-    graph_id: str
     max_recursion_limit: int = 100
     max_user_runs: int | None = None
 
 
-def check_nodes(graph: CompiledStateGraph, field: str, nodes: list[str] | str | None) -> None:  # type: ignore[type-arg]
+def check_nodes(graph: Graph, field: str, nodes: list[str] | str | None) -> None:
     known = set(graph.nodes)
     names = [] if nodes in (None, "*") else ([nodes] if isinstance(nodes, str) else nodes)
     if unknown := [n for n in names if n not in known]:
         raise InvalidInput(f"{field} names unknown nodes {unknown}; the graph has {sorted(known)}")
 
 
-def check_input(graph: CompiledStateGraph, graph_input: dict[str, Any]) -> None:  # type: ignore[type-arg]
+def check_input(graph: Graph, graph_input: dict[str, Any]) -> None:
     channels = {name for name in graph.channels if not name.startswith("__")}
     if unknown := sorted(set(graph_input) - channels):
         raise InvalidInput(f"input has unknown keys {unknown}; the state has {sorted(channels)}")
@@ -155,7 +154,7 @@ def run_config(
 class Admission:
     """Validates run requests and admits them as runs, on a caller's thread or a new stateless one."""
 
-    graph: CompiledStateGraph  # type: ignore[type-arg]
+    graphs: Graphs
     assistants: AssistantStore
     registry: ThreadRegistry
     thread_ids: ThreadManager
@@ -168,10 +167,12 @@ class Admission:
         """What the worker runs, validated before the run is queued."""
         if body.input is not None and body.command is not None:
             raise InvalidInput("send input or command, not both")
+        # The assistant's graph: an assistant saved for a graph langgraph.json no longer names is a 404.
+        graph = self.graphs.get_graph(assistant.graph_id)
         if body.webhook is not None:
             await self.webhooks.check(body.webhook)
-        check_nodes(self.graph, "interrupt_before", body.interrupt_before)
-        check_nodes(self.graph, "interrupt_after", body.interrupt_after)
+        check_nodes(graph, "interrupt_before", body.interrupt_before)
+        check_nodes(graph, "interrupt_after", body.interrupt_after)
         context = run_context(body, assistant)
         config = run_config(thread_id, run_id, body, assistant, self.settings.max_recursion_limit, context)
         command: dict[str, Any] | None = None
@@ -185,19 +186,19 @@ class Admission:
             if not given:
                 raise InvalidInput("command needs at least one of resume, update, goto")
             if body.command.goto is not None:
-                check_nodes(self.graph, "command.goto", body.command.goto)
+                check_nodes(graph, "command.goto", body.command.goto)
             if body.command.update is not None:
-                check_input(self.graph, body.command.update)
-            if "resume" in given and not await busy() and not (await self.graph.aget_state(config)).interrupts:
+                check_input(graph, body.command.update)
+            if "resume" in given and not await busy() and not (await graph.aget_state(config)).interrupts:
                 raise InvalidInput("the thread has no interrupt to resume")
             command = {name: getattr(body.command, name) for name in given}
         elif body.input is None:
-            if not await busy() and not (await self.graph.aget_state(config)).next:
+            if not await busy() and not (await graph.aget_state(config)).next:
                 raise InvalidInput("nothing to run: send input, or a command to resume an interrupt")
         elif not body.input:
             raise InvalidInput("input is empty")
         else:
-            check_input(self.graph, body.input)
+            check_input(graph, body.input)
         return {
             "input": body.input,
             "command": command,
@@ -249,7 +250,7 @@ class Admission:
         assistant = await self.assistants.get(body.assistant_id, user)
         kwargs = await self.kwargs(body, thread_id, run_id, assistant)
         # As the Agent Server does: a search by graph or assistant finds the threads it ran on.
-        stamp = {"graph_id": self.settings.graph_id, "assistant_id": body.assistant_id}
+        stamp = {"graph_id": assistant.graph_id, "assistant_id": body.assistant_id}
         if new_thread:
             # Registered only once the body is valid: a refused stateless run leaves no thread behind.
             metadata = {"session_type": "stateless", "user_id": user, **stamp}

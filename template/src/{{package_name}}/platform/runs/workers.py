@@ -20,7 +20,6 @@ from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from opentelemetry.trace import StatusCode
 
@@ -31,6 +30,7 @@ from ..core.database import DATABASE_OUTAGES
 from ..core.logs import log_context
 from ..core.metrics import Metrics
 from ..core.tracing import Tracing
+from ..graphs import Graph, Graphs
 from ..memory import UserStore
 from ..threads.registry import ThreadRegistry
 from .event_log import EventLog, EventWriter, Notifier, wait_for
@@ -90,7 +90,7 @@ class RunWorkers:
         store: RunStore,
         events: EventLog,
         notifier: Notifier,
-        graph: CompiledStateGraph,  # type: ignore[type-arg]
+        graphs: Graphs,
         checkpointer: BaseCheckpointSaver[str],
         registry: ThreadRegistry,
         settings: WorkerSettings,
@@ -101,7 +101,7 @@ class RunWorkers:
         self.store = store
         self.events = events
         self.notifier = notifier
-        self.graph = graph
+        self.graphs = graphs
         self.checkpointer = checkpointer
         self.registry = registry
         self.settings = settings
@@ -378,7 +378,10 @@ class RunWorkers:
         if writer.wanted:
             writer.add([event("metadata", {"run_id": str(run.run_id), "attempt": run.attempt})])
         # The run sees only its user's memory: a copy of the graph whose store is scoped to run.user_id.
-        graph = self.graph
+        # The graph of the run's assistant, as admission put it in the config; a graph langgraph.json no longer
+        # names fails the run (404's message) rather than running another graph.
+        graph_id = config.get("configurable", {}).get("graph_id")
+        graph = self.graphs.get_graph(graph_id) if isinstance(graph_id, str) else self.graphs.default
         if graph.store is not None:
             graph = graph.copy({"store": UserStore(graph.store, run.user_id)})
         options: dict[str, Any] = {
@@ -463,7 +466,7 @@ async def _retrying(call: Callable[..., Awaitable[None]], *args: Any, attempts: 
 
 
 async def _graph_parts(
-    graph: CompiledStateGraph,  # type: ignore[type-arg]
+    graph: Graph,
     graph_input: Any,
     config: RunnableConfig,
     options: dict[str, Any],

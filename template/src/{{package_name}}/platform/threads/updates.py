@@ -7,12 +7,12 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.errors import InvalidUpdateError
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, StateUpdate
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import InvalidInput
 from ..core.fields import JsonObject, StorableText
+from ..graphs import Graph
 from ..runs.admission import RunCommand, check_input, check_nodes
 
 # The names langgraph's update_state gives a meaning beyond a node's: write as the graph's input, fork the
@@ -36,7 +36,7 @@ class Superstep(BaseModel):
     updates: list[SuperstepUpdate] = Field(min_length=1, max_length=100)
 
 
-def check_update(graph: CompiledStateGraph, values: Any, as_node: str | None) -> None:  # type: ignore[type-arg]
+def check_update(graph: Graph, values: Any, as_node: str | None) -> None:
     """Refuse, before anything is written, an update langgraph would refuse half-way or fail on."""
     if as_node is not None and as_node not in SPECIAL_NODES:
         check_nodes(graph, "as_node", as_node)
@@ -59,7 +59,7 @@ def _update(item: SuperstepUpdate) -> StateUpdate:
     return StateUpdate(values, item.as_node)
 
 
-def check_supersteps(graph: CompiledStateGraph, supersteps: list[Superstep]) -> None:  # type: ignore[type-arg]
+def check_supersteps(graph: Graph, supersteps: list[Superstep]) -> None:
     for step in supersteps:
         for item in step.updates:
             check_update(graph, item.values, item.as_node)
@@ -71,7 +71,7 @@ def check_supersteps(graph: CompiledStateGraph, supersteps: list[Superstep]) -> 
 
 
 async def apply_supersteps(
-    graph: CompiledStateGraph,  # type: ignore[type-arg]
+    graph: Graph,
     config: RunnableConfig,
     supersteps: list[Superstep],
 ) -> RunnableConfig:
