@@ -29,7 +29,7 @@ async def test_search_sorts_pages_and_selects_with_the_built_in_assistant_in_its
     client = sdk_client(shared_service, "carol")  # only this test acts as carol: her assistants are its own
     for name in ("b", "a", "c"):
         await client.assistants.create("agent", name=name)
-    names = ["a", "agent", "b", "c"]  # the built-in assistant is named after the graph
+    names = ["a", "agent", "approval", "b", "c"]  # built-in assistants are named after their graphs
     orders: list[tuple[Literal["asc", "desc"], list[str]]] = [("asc", names), ("desc", names[::-1])]
     for order, expected in orders:
         pages, offset = [], 0

@@ -15,6 +15,9 @@ from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import interrupt
 
+from ..platform.core.llm import build_chat_model
+from ..settings import Settings
+
 
 def approval_request(draft: str) -> dict[str, Any]:
     """The interrupt's value: one HumanInterrupt, as agent-chat-ui and the Agent Inbox read it."""
@@ -23,6 +26,11 @@ def approval_request(draft: str) -> dict[str, Any]:
         "config": {"allow_accept": True, "allow_edit": True, "allow_respond": True, "allow_ignore": False},
         "description": "Send this reply?",
     }
+
+
+def graph() -> StateGraph[Any]:
+    """The example as langgraph.json names it (`approval`): built with the service's chat model."""
+    return build_graph(build_chat_model(Settings()))
 
 
 def build_graph(model: BaseChatModel) -> StateGraph[Any]:
