@@ -8,6 +8,8 @@ Any JSON is a valid resume value for `interrupt()`; this format is what chat fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -29,13 +31,21 @@ def approval_request(draft: str) -> dict[str, Any]:
 
 
 def graph() -> StateGraph[Any]:
-    """The example as langgraph.json names it (`approval`): built with the service's chat model."""
-    return build_graph(build_chat_model(Settings()))
+    """The example as langgraph.json names it (`approval`), with the chat model the settings name.
+
+    The model is made at its first draft, not here: a service whose provider key is not set (a test, a
+    deployment that never runs this example) still starts, and the first run says what is missing."""
+    return _drafting_graph(cache(lambda: build_chat_model(Settings())))
 
 
 def build_graph(model: BaseChatModel) -> StateGraph[Any]:
+    """The example with a given model, for tests and for services that pass their own."""
+    return _drafting_graph(lambda: model)
+
+
+def _drafting_graph(chat_model: Callable[[], BaseChatModel]) -> StateGraph[Any]:
     async def draft(state: MessagesState) -> dict[str, Any]:
-        reply = await model.ainvoke(state["messages"])
+        reply = await chat_model().ainvoke(state["messages"])
         return {"messages": [AIMessage(content=reply.text, id=reply.id, name="draft")]}
 
     def approve(state: MessagesState) -> dict[str, Any]:
