@@ -171,6 +171,8 @@ async def delete_cron(cron_id: uuid.UUID, services: ServicesDep, user: UserDep) 
 @router.post("/runs/crons/search")
 async def search_crons(body: CronSearch, services: ServicesDep, user: UserDep) -> list[dict[str, Any]]:
     filters = {**body.model_dump(include={"assistant_id", "thread_id", "enabled", "metadata"}), "user_id": user}
+    if body.thread_id is not None:
+        filters["thread_id"] = services.thread_ids.stored_id(user, body.thread_id)
     crons = await services.crons.search(filters, body.sort_by, body.sort_order == "desc", body.limit, body.offset)
     bodies = [cron.body() for cron in crons]
     if body.select:
@@ -180,4 +182,7 @@ async def search_crons(body: CronSearch, services: ServicesDep, user: UserDep) -
 
 @router.post("/runs/crons/count")
 async def count_crons(body: CronCount, services: ServicesDep, user: UserDep) -> int:
-    return await services.crons.count({**body.model_dump(), "user_id": user})
+    filters = {**body.model_dump(), "user_id": user}
+    if body.thread_id is not None:
+        filters["thread_id"] = services.thread_ids.stored_id(user, body.thread_id)
+    return await services.crons.count(filters)

@@ -43,7 +43,9 @@ UserDep = Annotated[str, Depends(limited_user)]
 async def owned_thread(
     services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=MAX_THREAD_ID_CHARS)]
 ) -> ThreadRecord:
-    """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404."""
+    """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404. A UUID names the
+    caller's own thread of that name (platform/threads/ids.py)."""
+    thread_id = services.thread_ids.stored_id(user, thread_id)
     if not services.thread_ids.is_owner(thread_id, user):
         raise ThreadNotFound()
     bind(thread_id=thread_id)

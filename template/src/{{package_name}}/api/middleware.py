@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -58,12 +59,15 @@ class RequestEnvelope:
     - JSON bodies whatever their label: proxies in front of browser clients forward JSON as
       `text/plain;charset=UTF-8` (Node's fetch), and the Agent Server reads it as JSON too;
     - the request metrics, labelled by the matched route's template, never by the raw path (thread IDs
-      would explode the label cardinality).
+      would explode the label cardinality);
+    - threads that clients named by their own UUIDs called by those UUIDs in every answer, body and
+      headers, streamed or not (`public_ids`; the stored IDs never leave the service).
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, public_ids: Callable[[bytes], bytes]) -> None:
         self.app = app
         self.metrics = metrics
+        self.public_ids = public_ids
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,12 +77,31 @@ class RequestEnvelope:
         given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"").decode("latin-1")
         request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         status = 500
+        public_ids = self.public_ids
+        # A whole answer's start waits for its body, whose length the rewrite may change; a stream's does not.
+        held: Message | None = None
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, held
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+                headers = [(name, public_ids(value)) for name, value in message.get("headers", [])]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+                if any(name == b"content-length" for name, _ in headers):
+                    held = message
+                    return
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                public = public_ids(body)
+                if public is not body:
+                    message = {**message, "body": public}
+                if held is not None:
+                    start, held = held, None
+                    if public is not body and not message.get("more_body", False):
+                        length = str(len(public)).encode()
+                        headers = [(n, length if n == b"content-length" else v) for n, v in start["headers"]]
+                        start = {**start, "headers": headers}
+                    await send(start)
             await send(message)
 
         if scope["method"] in ("POST", "PUT", "PATCH"):
@@ -95,7 +118,7 @@ class RequestEnvelope:
                 self.metrics.http_request_duration.labels(method, route).observe(time.perf_counter() - start)
 
 
-def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+def install(app: FastAPI, settings: Settings, metrics: Metrics, public_ids: Callable[[bytes], bytes]) -> None:
     # Added last runs first: every answer (the body limit's 413s too) has a request ID and is counted, and
     # carries the CORS headers a browser needs to read it.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -109,4 +132,4 @@ def install(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
             # What the JS SDK reads: where a run lives, and the next page of a search.
             expose_headers=["content-location", "location", "x-pagination-next", "x-pagination-total"],
         )
-    app.add_middleware(RequestEnvelope, metrics=metrics)
+    app.add_middleware(RequestEnvelope, metrics=metrics, public_ids=public_ids)

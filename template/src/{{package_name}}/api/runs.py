@@ -246,6 +246,7 @@ async def cancel_runs(
     statuses = CANCEL_STATUSES[body.status or "all"]
     if body.thread_id is None and body.run_ids is None and body.status is None:
         raise InvalidInput("name a thread_id, run_ids or a status")
-    run_ids = await services.runs.cancellable(user, statuses, body.thread_id, body.run_ids)
+    thread_id = None if body.thread_id is None else services.thread_ids.stored_id(user, body.thread_id)
+    run_ids = await services.runs.cancellable(user, statuses, thread_id, body.run_ids)
     await services.runs.cancel(run_ids, action)
     return Response(status_code=204)

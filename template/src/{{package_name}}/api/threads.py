@@ -222,14 +222,15 @@ async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep
     if body.thread_id is None:
         thread_id = services.thread_ids.generate_thread_id(user, session_type)
     else:
-        # Clients may only name IDs this server issued to them (idempotent retries).
+        # A UUID of the client's choosing (as on the Agent Server), or an ID this server issued to the caller
+        # (an idempotent retry); any other ID is refused as unknown.
+        thread_id = services.thread_ids.stored_id(user, body.thread_id)
         try:
-            owner = services.thread_ids.owner_of(body.thread_id)
+            owner = services.thread_ids.owner_of(thread_id)
         except InvalidThreadId as exc:
             raise ThreadNotFound() from exc
         if owner != user:
             raise ThreadNotFound()
-        thread_id = body.thread_id
         existing = await services.registry.get(thread_id, user)
         if existing is not None:
             if body.if_exists == "do_nothing":
@@ -252,7 +253,8 @@ async def create_thread(body: ThreadCreate, services: ServicesDep, user: UserDep
 @router.post("/threads/prune")
 async def prune_threads(body: ThreadPrune, services: ServicesDep, user: UserDep) -> dict[str, int]:
     """Prune the caller's threads now; others' and unknown IDs are skipped, as are threads with a run in flight."""
-    return {"pruned_count": await services.retention.prune(body.thread_ids, user, body.strategy)}
+    thread_ids = [services.thread_ids.stored_id(user, thread_id) for thread_id in body.thread_ids]
+    return {"pruned_count": await services.retention.prune(thread_ids, user, body.strategy)}
 
 
 async def _matching(services: Services, user: str, body: ThreadCount, ids: list[str] | None = None) -> list[Any]:
@@ -286,11 +288,12 @@ async def search_threads(
     column = SORT_COLUMNS[body.sort_by]
     descending = body.sort_order == "desc"
     select: list[str] | None = [str(name) for name in body.select] if body.select else None
+    ids = [services.thread_ids.stored_id(user, thread_id) for thread_id in body.ids] if body.ids else body.ids
     if body.status is None and body.values is None and body.sort_by != "status":
         records = await services.registry.search(
             user,
             metadata=body.metadata,
-            ids=body.ids,
+            ids=ids,
             sort_by=column,
             descending=descending,
             limit=body.limit + 1,
@@ -302,7 +305,7 @@ async def search_threads(
         else:
             found = [await thread_body(services, record, select) for record in records[: body.limit]]
     else:
-        matching = await _matching(services, user, body, body.ids)
+        matching = await _matching(services, user, body, ids)
         if body.sort_by == "status":
             matching.sort(key=lambda thread: str(thread["status"]), reverse=descending)
         else:

@@ -222,9 +222,11 @@ class Admission:
         await self.kwargs(body, probe, uuid.uuid4(), assistant)
 
     async def on_thread(self, user: str, thread_id: str, body: RunCreate, follow: Follow | None = None) -> RunRecord:
-        """A run on the caller's thread; with if_not_exists=create, an ID this server issued to them may be
-        new. A run with input only has the ID's signature checked here: its own transaction finds the
-        thread (or 404s). `follow`: the caller will wait for its end or read its stream from the start."""
+        """A run on the caller's thread; with if_not_exists=create, an ID this server issued to them, or a UUID
+        of their choosing, may be new. A run with input only has the ID's signature checked here: its own
+        transaction finds the thread (or 404s). `follow`: the caller will wait for its end or read its stream
+        from the start."""
+        thread_id = self.thread_ids.stored_id(user, thread_id)
         if not self.thread_ids.is_owner(thread_id, user):
             raise ThreadNotFound()  # forged, foreign and unknown IDs all look the same
         # No input: the run's validation reads the thread's state, which must be the caller's existing thread.

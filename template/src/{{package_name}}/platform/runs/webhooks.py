@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = frozenset(("localhost", "localhost.localdomain", "host.docker.internal"))
 RETRIED_STATUSES = frozenset((408, 429))
+JSON_CONTENT = {"content-type": "application/json"}
+
+
+def unchanged(data: bytes) -> bytes:
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +158,11 @@ class WebhookSender:
         backoff_seconds: float = 1.0,
         timeout_seconds: float = 30.0,
         senders: int = 4,
+        public_ids: Callable[[bytes], bytes] = unchanged,
     ) -> None:
+        """`public_ids` rewrites stored thread IDs in a body to those the client knows (ThreadManager's)."""
         self.policy = policy
+        self.public_ids = public_ids
         self.metrics = metrics
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
@@ -202,7 +212,8 @@ class WebhookSender:
                 log.error("webhook for run %s not sent: %s", run_id, refused)
                 return "refused"
             try:
-                response = await self._client.post(delivery.url, json=delivery.body)
+                content = self.public_ids(json.dumps(delivery.body).encode())
+                response = await self._client.post(delivery.url, content=content, headers=JSON_CONTENT)
             except httpx.HTTPError as exc:
                 log.warning("webhook for run %s, attempt %d: %r", run_id, attempt + 1, exc)
                 continue

@@ -5,6 +5,11 @@ base64url (so any unicode round-trips), the timestamp is base-10 microseconds, t
 nonce makes IDs unique within a microsecond and across processes, and the MAC is a
 truncated HMAC-SHA256 over everything before it. '.' never occurs in base64url, so
 parsing is unambiguous, and every part is URL-path safe.
+
+A client may also name a thread by a UUID of its own, as on the Agent Server. Two users may pick the same
+UUID, so it is never the stored ID: the thread is stored under ``c1.<user>.<uuid hex>.<mac>``, derived from
+the caller and the UUID (no lookup, the same ID on every replica), and the API answers with the UUID again
+(`public_ids`). Neither user's thread is reachable, or visible, from the other's UUID.
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import time_ns
 
 VERSION = "v1"
+CLIENT_VERSION = "c1"
+# The bytes every stored form of a client's UUID starts with: answers without them need no rewriting.
+CLIENT_MARK = f"{CLIENT_VERSION}.".encode()
 MAX_PART_CHARS = 256
 _MAC_BYTES = 16
 _NONCE_BYTES = 8
@@ -62,6 +72,22 @@ def _check_part(name: str, value: str) -> None:
         raise ValueError(f"{name} must be valid unicode text (no lone surrogates)") from exc
 
 
+_STORED_CLIENT_ID = re.compile(
+    rb"(?<![A-Za-z0-9_.-])(c1\.[A-Za-z0-9_-]{1,%d}\.([0-9a-f]{32}))\.([A-Za-z0-9_-]{22})(?![A-Za-z0-9_-])"
+    % -(-4 * 4 * MAX_PART_CHARS // 3)
+)
+
+
+def as_uuid(text: str) -> uuid.UUID | None:
+    """`text` as a UUID when it is one in any of the spellings the Agent Server accepts (uuid.UUID's)."""
+    if not isinstance(text, str) or len(text) > 45:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
 class ThreadManager:
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 16:
@@ -81,6 +107,31 @@ class ThreadManager:
             (VERSION, _b64encode(user_id.encode()), _b64encode(session_type.encode()), str(micros), nonce)
         )
         return f"{payload}.{self._mac(payload)}"
+
+    def client_thread_id(self, user_id: str, client_id: uuid.UUID) -> str:
+        """The stored ID of the thread `user_id` names by the UUID `client_id`."""
+        _check_part("user_id", user_id)
+        payload = f"{CLIENT_VERSION}.{_b64encode(user_id.encode())}.{client_id.hex}"
+        return f"{payload}.{self._mac(payload)}"
+
+    def stored_id(self, user_id: str, thread_id: str) -> str:
+        """The ID a thread named `thread_id` by `user_id` is stored under: the client form for a UUID, the ID
+        itself otherwise (a server-issued ID, or anything else, which ownership checks then refuse)."""
+        client_id = as_uuid(thread_id)
+        return thread_id if client_id is None else self.client_thread_id(user_id, client_id)
+
+    def public_ids(self, data: bytes) -> bytes:
+        """`data` (an answer's bytes) with every genuine stored client ID in it replaced by its UUID."""
+        if CLIENT_MARK not in data:
+            return data
+
+        def public(match: re.Match[bytes]) -> bytes:
+            payload, mac = match.group(1), match.group(3)
+            if not hmac.compare_digest(self._mac(payload.decode("ascii")).encode(), mac):
+                return match.group(0)
+            return str(uuid.UUID(hex=match.group(2).decode("ascii"))).encode()
+
+        return _STORED_CLIENT_ID.sub(public, data)
 
     def parse_thread_id(self, thread_id: str) -> ThreadIdParts:
         """Return the parts of a genuine ID; raise InvalidThreadId for anything else."""
@@ -102,6 +153,15 @@ class ThreadManager:
         return ThreadIdParts(user_id=user_id, session_type=session_type, created_at=created_at, nonce=nonce)
 
     def owner_of(self, thread_id: str) -> str:
+        """The user a server-issued or stored client ID belongs to; InvalidThreadId for anything else."""
+        if isinstance(thread_id, str) and thread_id.startswith(CLIENT_MARK.decode()):
+            match = _STORED_CLIENT_ID.fullmatch(thread_id.encode("ascii", "replace"))
+            if match is None or not hmac.compare_digest(self._mac(match.group(1).decode()).encode(), match.group(3)):
+                raise InvalidThreadId("thread ID signature does not match")
+            try:
+                return _b64decode(match.group(1).split(b".")[1].decode()).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidThreadId("thread ID has the wrong shape") from exc
         return self.parse_thread_id(thread_id).user_id
 
     def is_owner(self, thread_id: str, user_id: str) -> bool:
