@@ -1,9 +1,10 @@
-"""Run and thread options as the Agent Server takes them: context, update_state's special nodes,
-durability="exit", a thread created with supersteps, through langgraph-sdk against real PostgreSQL."""
+"""Run and thread options as the Agent Server takes them: context, the metadata a run stamps, update_state's
+special nodes, durability="exit", a thread created with supersteps, through langgraph-sdk against real
+PostgreSQL."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -31,6 +32,33 @@ async def test_context_lands_in_checkpoint_metadata_and_excludes_configurable(sh
         )
     assert both.value.response.status_code == 400
     assert both.value.response.json()["detail"].startswith("Cannot specify both configurable and context.")
+
+
+async def test_a_run_stamps_its_checkpoints_and_its_metadata_as_the_agent_server_does(shared_service: str) -> None:
+    client = sdk_client(shared_service, "carol")
+    thread_id = (await client.threads.create(metadata={"team": "a"}))["thread_id"]
+    built_in: Any = await client.assistants.get("agent")
+    async with httpx.AsyncClient(base_url=shared_service, headers=auth_headers("carol")) as http:
+        answer = await http.post(
+            f"/threads/{thread_id}/runs/wait",
+            json={"assistant_id": "agent", "input": HELLO, "metadata": {"ticket": 7}},
+            headers={"X-Request-Id": "req-stamped-1"},
+        )
+    assert answer.status_code == 200
+    [run] = cast(list[dict[str, Any]], await client.runs.list(thread_id))
+    # The assistant's metadata, the thread's and the request's; the assistant the name resolved to.
+    assert run["metadata"]["created_by"] == "system" and run["metadata"]["team"] == "a"
+    assert run["metadata"]["ticket"] == 7 and run["metadata"]["assistant_id"] == built_in["assistant_id"]
+    state: Any = await client.threads.get_state(thread_id)
+    stamped = state["metadata"]
+    assert stamped["team"] == "a" and stamped["ticket"] == 7 and stamped["created_by"] == "system"
+    assert stamped["run_attempt"] == 1 and stamped["langgraph_version"] and stamped["langgraph_host"] == "self-hosted"
+    assert stamped["user_id"] == "carol" and stamped["langgraph_auth_user_id"] == "carol"
+    assert stamped["langgraph_request_id"] == "req-stamped-1" and stamped["run_id"] == run["run_id"]
+    # A request cannot name another user to the graph.
+    await client.runs.wait(thread_id, "agent", input=HELLO, config={"configurable": {"user_id": "mallory"}})
+    again: Any = await client.threads.get_state(thread_id)
+    assert again["metadata"]["user_id"] == "carol"
 
 
 async def test_update_state_as_input_copy_and_end(shared_service: str) -> None:

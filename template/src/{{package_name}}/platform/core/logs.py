@@ -41,6 +41,11 @@ def bind(**fields: str) -> None:
         span.set_attributes(fields)
 
 
+def current(field: str) -> str | None:
+    """A field of the current request's or run's context (None outside one)."""
+    return (_context.get() or {}).get(field)
+
+
 class ContextFilter(logging.Filter):
     """Puts the context's fields and the trace ID on every record (empty strings outside any context)."""
 

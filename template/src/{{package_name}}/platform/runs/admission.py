@@ -19,7 +19,7 @@ from ...errors import BadRequest, InvalidInput, ThreadNotFound, TooManyRequests
 from ..assistants import Assistant, AssistantStore
 from ..core import tracing
 from ..core.fields import JsonObject, StorableText
-from ..core.logs import bind
+from ..core.logs import bind, current
 from ..core.metrics import Metrics
 from ..graphs import Graph, Graphs
 from ..threads.ids import ThreadManager
@@ -143,11 +143,26 @@ def run_config(
     checkpoint_id = body.checkpoint_id or (body.checkpoint.checkpoint_id if body.checkpoint else None)
     if checkpoint_id:
         configurable["checkpoint_id"] = checkpoint_id
+    # As the Agent Server: the request that made the run, in its checkpoints' metadata (a cron's run has none).
+    if (request_id := current("request_id")) is not None:
+        configurable.setdefault("langgraph_request_id", request_id)
     # The cap (RUN_MAX_RECURSION_LIMIT) bounds the steps, and so the model calls, one run may make.
     recursion_limit = client.get("recursion_limit", min(25, max_recursion_limit))
     if type(recursion_limit) is not int or not 1 <= recursion_limit <= max_recursion_limit:
         raise InvalidInput(f"config.recursion_limit must be an integer between 1 and {max_recursion_limit}")
     return {"configurable": configurable, "recursion_limit": recursion_limit, "metadata": body.metadata or {}}
+
+
+def run_metadata(body: RunCreate, assistant: Assistant) -> dict[str, Any]:
+    """A run's own metadata, merged as the Agent Server merges it: the assistant's, then the config's, then the
+    request's, naming the assistant the run resolved to. (The thread's goes under it as the run is stored.)"""
+    from_config = (body.config or {}).get("metadata")
+    return {
+        **assistant.metadata,
+        **(from_config if isinstance(from_config, dict) else {}),
+        **(body.metadata or {}),
+        "assistant_id": assistant.assistant_id,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +267,7 @@ class Admission:
         assistant = await self.assistants.get(body.assistant_id, user)
         kwargs = await self.kwargs(body, thread_id, run_id, assistant)
         # As the Agent Server does: a search by graph or assistant finds the threads it ran on.
-        stamp = {"graph_id": assistant.graph_id, "assistant_id": body.assistant_id}
+        stamp = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
         if new_thread:
             # Registered only once the body is valid: a refused stateless run leaves no thread behind.
             metadata = {"session_type": "stateless", "user_id": user, **stamp}
@@ -267,7 +282,7 @@ class Admission:
                 assistant_id=assistant.assistant_id,
                 strategy=body.multitask_strategy,
                 kwargs=kwargs,
-                metadata=body.metadata or {},
+                metadata=run_metadata(body, assistant),
                 temporary=temporary,
                 after_seconds=body.after_seconds,
                 max_user_runs=self.settings.max_user_runs,

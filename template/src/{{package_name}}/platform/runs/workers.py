@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import math
 import os
@@ -40,6 +41,28 @@ from .store import Claim, Claimed, RunRecord, RunStore
 from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
+
+
+LANGGRAPH_VERSION = importlib.metadata.version("langgraph")
+
+
+def graph_config(run: RunRecord) -> RunnableConfig:
+    """The config the graph runs with, stamped as the Agent Server stamps it (langgraph_api/stream.py and
+    models/run.py): its metadata is the run's (the assistant's, the thread's and the request's) with the
+    attempt and LangGraph's version, and configurable names the user, so that graphs written for the Agent
+    Server find `user_id` and `langgraph_auth_user_id`. LangGraph copies every scalar of both into each
+    checkpoint's metadata."""
+    config = cast(RunnableConfig, run.kwargs["config"])
+    metadata = {
+        **run.metadata,
+        **(config.get("metadata") or {}),
+        "run_attempt": run.attempt,
+        "langgraph_version": LANGGRAPH_VERSION,
+        "langgraph_host": "self-hosted",
+    }
+    # The caller, never what a request says: the graph may scope what it reads or writes by it.
+    configurable = {**(config.get("configurable") or {}), "user_id": run.user_id, "langgraph_auth_user_id": run.user_id}
+    return {**config, "metadata": metadata, "configurable": configurable}
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +386,7 @@ class RunWorkers:
 
     async def _stream_graph(self, run: RunRecord, builder: EventBuilder, writer: EventWriter) -> None:
         kwargs = run.kwargs
-        config = cast(RunnableConfig, kwargs["config"])
+        config = graph_config(run)
         if run.attempt == 1:
             # As the Agent Server: the graph's root run is the run (the 'events' stream names it).
             config = {**config, "run_id": run.run_id}
