@@ -40,15 +40,25 @@ async def limited_user(services: ServicesDep, user: Annotated[str, Depends(logge
 UserDep = Annotated[str, Depends(limited_user)]
 
 
-async def owned_thread(
+async def owned_thread_id(
     services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=MAX_THREAD_ID_CHARS)]
-) -> ThreadRecord:
-    """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404. A UUID names the
-    caller's own thread of that name (platform/threads/ids.py)."""
+) -> str:
+    """The stored ID of the caller's thread in the path, its signature checked, not its existence: a UUID names
+    the caller's own thread of that name (platform/threads/ids.py); forged, tampered and foreign IDs are 404."""
     thread_id = services.thread_ids.stored_id(user, thread_id)
     if not services.thread_ids.is_owner(thread_id, user):
         raise ThreadNotFound()
     bind(thread_id=thread_id)
+    return thread_id
+
+
+# The thread of a run's own routes (get, join, join's stream): a stateless run's thread (on_completion=delete)
+# is deleted when the run ends, while the run and its result are kept a retention longer for its joiners.
+RunThreadDep = Annotated[str, Depends(owned_thread_id)]
+
+
+async def owned_thread(services: ServicesDep, user: UserDep, thread_id: RunThreadDep) -> ThreadRecord:
+    """The caller's thread; forged, tampered, foreign and unknown IDs all look the same: 404."""
     record = await services.registry.get(thread_id, user)
     if record is None:
         raise ThreadNotFound()

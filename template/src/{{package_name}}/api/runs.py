@@ -24,8 +24,7 @@ from ..platform.core.fields import StorableText
 from ..platform.runs import CancelAction, RunRecord, RunStatus
 from ..platform.runs.admission import RunCreate
 from ..platform.services import Services
-from ..platform.threads.registry import ThreadRecord
-from .deps import ServicesDep, ThreadDep, UserDep
+from .deps import RunThreadDep, ServicesDep, ThreadDep, UserDep
 from .serialize import FastJSONResponse, dump_json
 from .sse import sse_frames
 
@@ -119,8 +118,9 @@ async def _wait_response(services: Services, run: RunRecord, cancel_on_disconnec
     return FastJSONResponse(_result(ended), headers=headers)
 
 
-async def _owned_run(services: Services, record: ThreadRecord, run_id: uuid.UUID) -> RunRecord:
-    run = await services.runs.get(record.thread_id, run_id)
+async def _owned_run(services: Services, thread_id: str, run_id: uuid.UUID) -> RunRecord:
+    """A run of the caller's thread (whose ID's signature names the caller), the thread itself maybe gone."""
+    run = await services.runs.get(thread_id, run_id)
     if run is None:
         raise NotFound("Run not found")
     return run
@@ -160,13 +160,13 @@ async def list_runs(
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
-async def get_run(run_id: uuid.UUID, record: ThreadDep, services: ServicesDep) -> dict[str, Any]:
-    return (await _owned_run(services, record, run_id)).body()
+async def get_run(run_id: uuid.UUID, thread_id: RunThreadDep, services: ServicesDep) -> dict[str, Any]:
+    return (await _owned_run(services, thread_id, run_id)).body()
 
 
 @router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
 async def delete_run(run_id: uuid.UUID, record: ThreadDep, services: ServicesDep) -> Response:
-    run = await _owned_run(services, record, run_id)
+    run = await _owned_run(services, record.thread_id, run_id)
     if not run.done:
         raise Conflict("the run is still pending or running: cancel it first")
     await services.runs.delete(record.thread_id, run_id)
@@ -175,32 +175,32 @@ async def delete_run(run_id: uuid.UUID, record: ThreadDep, services: ServicesDep
 
 @router.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join_run(
-    run_id: uuid.UUID, record: ThreadDep, services: ServicesDep, cancel_on_disconnect: bool = False
+    run_id: uuid.UUID, thread_id: RunThreadDep, services: ServicesDep, cancel_on_disconnect: bool = False
 ) -> Response:
-    return await _wait_response(services, await _owned_run(services, record, run_id), cancel_on_disconnect)
+    return await _wait_response(services, await _owned_run(services, thread_id, run_id), cancel_on_disconnect)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")
 async def join_run_stream(
     run_id: uuid.UUID,
-    record: ThreadDep,
+    thread_id: RunThreadDep,
     services: ServicesDep,
     cancel_on_disconnect: bool = False,
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> StreamingResponse:
-    run = await _owned_run(services, record, run_id)
+    run = await _owned_run(services, thread_id, run_id)
     return _sse(services, run, last_event_id, cancel_on_disconnect, from_start=False)
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
 async def cancel_run(
     run_id: uuid.UUID,
-    record: ThreadDep,
+    thread_id: RunThreadDep,
     services: ServicesDep,
     wait: bool = False,
     action: CancelAction = "interrupt",
 ) -> Response:
-    run = await _owned_run(services, record, run_id)
+    run = await _owned_run(services, thread_id, run_id)
     await services.runs.cancel([run.run_id], action)
     if not wait:
         return Response(status_code=202)

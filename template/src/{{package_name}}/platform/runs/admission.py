@@ -291,4 +291,7 @@ class Admission:
             )
         except TooManyRequests:
             self.metrics.user_limit_rejections.labels("active_runs").inc()
+            if new_thread:
+                # The refused run's thread was registered for it alone: it holds nothing yet.
+                await self.registry.delete(thread_id, user)
             raise
