@@ -1,9 +1,12 @@
 """Crons: scheduled runs, as rows in PostgreSQL, fired by one scheduler across all replicas.
 
 The scheduler is a LeasedLoop (platform/core/leases.py): one replica at a time looks for due crons. Each due
-cron is first moved to its next time with a compare-and-set on `next_run_date`, then its run is created,
-so even two schedulers (a lease handed over mid-tick) never fire one tick twice. The next time is counted
-from now, not from the missed time: ticks missed while every replica was down run once, not once each.
+cron is first moved to its next time with a compare-and-set on `next_run_date` that also records the tick as
+pending, with the ID its run will have; then the run is created under that ID, and the tick is cleared. A
+scheduler that dies in between leaves the tick pending, and the next tick (on any replica) creates its run, or
+finds it made: the run's ID is its primary key, so even two schedulers (a lease handed over mid-tick) make one
+run per tick, and none is lost. The next time is counted from now, not from the missed time: ticks missed
+while every replica was down run once, not once each.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 from croniter import croniter
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from ..errors import InvalidInput, NotFound
-from .core.database import Pool
+from ..errors import InvalidInput, NotFound, Unavailable
+from .core.database import DATABASE_OUTAGES, Pool
 from .core.metrics import Metrics
 from .core.migrations import apply_migrations
 from .runs.admission import Admission, RunCreate
@@ -52,10 +56,15 @@ MIGRATIONS = (
     " WHERE enabled AND (end_time IS NULL OR next_run_date <= end_time)",
     "CREATE INDEX IF NOT EXISTS service_crons_user_idx ON service_crons (user_id, created_at)",
     "CREATE INDEX IF NOT EXISTS service_crons_thread_idx ON service_crons (thread_id)",
+    # The tick being fired: set with the move to the next time, cleared once its run exists.
+    "ALTER TABLE service_crons ADD COLUMN IF NOT EXISTS pending_run_id UUID",
+    "ALTER TABLE service_crons ADD COLUMN IF NOT EXISTS pending_tick TIMESTAMPTZ",
+    "CREATE INDEX IF NOT EXISTS service_crons_pending_idx ON service_crons (pending_tick)"
+    " WHERE pending_run_id IS NOT NULL",
 )
 
 COLUMNS = """cron_id, user_id, thread_id, assistant_id, schedule, timezone, end_time, enabled, on_run_completed,
-    payload, metadata, next_run_date, created_at, updated_at"""
+    payload, metadata, next_run_date, created_at, updated_at, pending_run_id, pending_tick"""
 INSERT_CRON = f"""
     INSERT INTO service_crons (cron_id, user_id, thread_id, assistant_id, schedule, timezone, end_time, enabled,
         on_run_completed, payload, metadata, next_run_date)
@@ -88,9 +97,17 @@ DUE_CRONS = f"""
     WHERE enabled AND next_run_date <= %(now)s AND (end_time IS NULL OR next_run_date <= end_time)
     ORDER BY next_run_date LIMIT %(limit)s
 """
-# Compare-and-set: only the scheduler that still sees the old time fires this tick.
+# Compare-and-set: only the scheduler that still sees the old time fires this tick. A cron whose last tick is
+# still pending is not moved on: that tick is retried first (PENDING_CRONS).
 ADVANCE_CRON = """
-    UPDATE service_crons SET next_run_date = %s WHERE cron_id = %s AND next_run_date = %s AND enabled
+    UPDATE service_crons SET next_run_date = %s, pending_run_id = %s, pending_tick = next_run_date
+    WHERE cron_id = %s AND next_run_date = %s AND enabled AND pending_run_id IS NULL
+"""
+PENDING_CRONS = f"""
+    SELECT {COLUMNS} FROM service_crons WHERE pending_run_id IS NOT NULL ORDER BY pending_tick LIMIT %s
+"""
+CLEAR_PENDING_CRON = """
+    UPDATE service_crons SET pending_run_id = NULL, pending_tick = NULL WHERE cron_id = %s AND pending_run_id = %s
 """
 
 
@@ -110,6 +127,8 @@ class CronRecord:
     next_run_date: datetime
     created_at: datetime
     updated_at: datetime
+    pending_run_id: uuid.UUID | None = None
+    pending_tick: datetime | None = None
 
     def body(self) -> dict[str, Any]:
         """The cron as the Agent Server returns it."""
@@ -209,9 +228,20 @@ class CronStore:
             cur = await conn.execute(DUE_CRONS, {"now": now, "limit": limit})
             return [_record(row) for row in await cur.fetchall()]
 
-    async def advance(self, cron: CronRecord, to: datetime) -> bool:
+    async def advance(self, cron: CronRecord, to: datetime, run_id: uuid.UUID) -> bool:
+        """Move `cron` on to `to`, its current tick pending as the run `run_id`; False if another did."""
+        params = (to, run_id, cron.cron_id, cron.next_run_date)
         async with self._pool.connection() as conn:
-            return (await conn.execute(ADVANCE_CRON, (to, cron.cron_id, cron.next_run_date))).rowcount == 1
+            return (await conn.execute(ADVANCE_CRON, params)).rowcount == 1
+
+    async def pending(self, limit: int) -> list[CronRecord]:
+        """Crons whose last tick was moved past but not cleared: its scheduler died or its run failed on an outage."""
+        async with self._pool.connection() as conn:
+            return [_record(row) for row in await (await conn.execute(PENDING_CRONS, (limit,))).fetchall()]
+
+    async def clear_pending(self, cron_id: uuid.UUID, run_id: uuid.UUID) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(CLEAR_PENDING_CRON, (cron_id, run_id))
 
 
 def _filter_params(filters: dict[str, Any]) -> dict[str, Any]:
@@ -225,6 +255,10 @@ def _filter_params(filters: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A run that failed on these is not failed: its tick stays pending for the next tick.
+OUTAGES: tuple[type[Exception], ...] = (Unavailable, *DATABASE_OUTAGES)
+
+
 class CronScheduler:
     """One tick of the scheduler: each due cron's run is admitted as the run routes admit theirs."""
 
@@ -235,31 +269,50 @@ class CronScheduler:
         self.admission = admission
         self.metrics = metrics
 
-    async def fire(self, cron: CronRecord) -> None:
-        """Create the run of one tick: a thread's cron on its thread, a stateless one on a new thread."""
+    async def fire(self, cron: CronRecord, tick: datetime, run_id: uuid.UUID) -> None:
+        """Create the run of one tick, as `run_id`: a thread's cron on its thread, a stateless one on a new
+        thread."""
         body = RunCreate.model_validate(cron.payload)
         # Which cron and which tick made the run, in the run's metadata.
-        tick = {"cron_id": str(cron.cron_id), "cron_tick": cron.next_run_date.isoformat()}
-        body.metadata = {**(body.metadata or {}), **tick}
+        body.metadata = {**(body.metadata or {}), "cron_id": str(cron.cron_id), "cron_tick": tick.isoformat()}
         if cron.thread_id is None:
             body.on_completion = "keep" if cron.on_run_completed == "keep" else "delete"
-            await self.admission.stateless(cron.user_id, body)
+            await self.admission.stateless(cron.user_id, body, run_id=run_id)
             return
         body.if_not_exists = "reject"  # the cron's thread, never a new one
-        await self.admission.on_thread(cron.user_id, cron.thread_id, body)
+        await self.admission.on_thread(cron.user_id, cron.thread_id, body, run_id=run_id)
 
     async def tick(self) -> None:
+        # First the ticks an earlier scheduler moved past without making their runs.
+        for cron in await self.store.pending(self.BATCH):
+            assert cron.pending_run_id is not None and cron.pending_tick is not None
+            if await self.admission.runs.get_for_user(cron.pending_run_id, cron.user_id) is not None:
+                await self.store.clear_pending(cron.cron_id, cron.pending_run_id)
+                continue
+            log.warning("cron %s: creating the run of its tick at %s, left pending", cron.cron_id, cron.pending_tick)
+            await self._fire(cron, cron.pending_tick, cron.pending_run_id)
         now = datetime.now(UTC)
         due = await self.store.due(now, self.BATCH)
         self.metrics.crons_due.set(len(due))
         for cron in due:
-            if not await self.store.advance(cron, next_run(cron.schedule, cron.timezone, now)):
-                continue  # another scheduler fired this tick
+            run_id = uuid.uuid4()
+            if not await self.store.advance(cron, next_run(cron.schedule, cron.timezone, now), run_id):
+                continue  # another scheduler fired this tick, or its last tick is still pending
             self.metrics.cron_schedule_lag.observe((now - cron.next_run_date).total_seconds())
-            try:
-                await self.fire(cron)
-            except Exception as exc:  # one cron's failure (its thread busy, its input stale) spares the rest
-                log.warning("cron %s could not create its run: %s", cron.cron_id, exc)
-                self.metrics.cron_run_failures.inc()
-                continue
+            await self._fire(cron, cron.next_run_date, run_id)
+
+    async def _fire(self, cron: CronRecord, tick: datetime, run_id: uuid.UUID) -> None:
+        try:
+            await self.fire(cron, tick, run_id)
+        except psycopg.errors.UniqueViolation:
+            pass  # made meanwhile by another scheduler: the tick has its run
+        except OUTAGES as exc:
+            # Still pending: the next tick retries it once PostgreSQL answers (and raises, so the loop backs off).
+            log.warning("cron %s: its run waits for the database: %s", cron.cron_id, exc)
+            raise
+        except Exception as exc:  # one cron's failure (its thread busy, its input stale) spares the rest
+            log.warning("cron %s could not create its run: %s", cron.cron_id, exc)
+            self.metrics.cron_run_failures.inc()
+        else:
             self.metrics.cron_runs_created.inc()
+        await self.store.clear_pending(cron.cron_id, run_id)

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import psycopg
 from langchain_core.messages import convert_to_messages
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field
@@ -236,11 +237,18 @@ class Admission:
         assistant = await self.assistants.get(body.assistant_id, user)
         await self.kwargs(body, probe, uuid.uuid4(), assistant)
 
-    async def on_thread(self, user: str, thread_id: str, body: RunCreate, follow: Follow | None = None) -> RunRecord:
+    async def on_thread(
+        self,
+        user: str,
+        thread_id: str,
+        body: RunCreate,
+        follow: Follow | None = None,
+        run_id: uuid.UUID | None = None,
+    ) -> RunRecord:
         """A run on the caller's thread; with if_not_exists=create, an ID this server issued to them, or a UUID
         of their choosing, may be new. A run with input only has the ID's signature checked here: its own
         transaction finds the thread (or 404s). `follow`: the caller will wait for its end or read its stream
-        from the start."""
+        from the start. `run_id`: the run's ID chosen beforehand (a cron's tick), new otherwise."""
         thread_id = self.thread_ids.stored_id(user, thread_id)
         if not self.thread_ids.is_owner(thread_id, user):
             raise ThreadNotFound()  # forged, foreign and unknown IDs all look the same
@@ -251,18 +259,27 @@ class Admission:
                     raise ThreadNotFound()
                 metadata = {"session_type": "default", "user_id": user}
                 await self.registry.create(thread_id, user, "default", metadata)
-        return await self._admit(user, thread_id, body, temporary=False, new_thread=False, follow=follow)
+        return await self._admit(user, thread_id, body, False, False, follow, run_id)
 
-    async def stateless(self, user: str, body: RunCreate, follow: Follow | None = None) -> RunRecord:
+    async def stateless(
+        self, user: str, body: RunCreate, follow: Follow | None = None, run_id: uuid.UUID | None = None
+    ) -> RunRecord:
         """A run on a new thread of the caller's, deleted when the run ends unless on_completion=keep."""
         thread_id = self.thread_ids.generate_thread_id(user, "stateless")
         temporary = body.on_completion == "delete"
-        return await self._admit(user, thread_id, body, temporary, new_thread=True, follow=follow)
+        return await self._admit(user, thread_id, body, temporary, True, follow, run_id)
 
     async def _admit(
-        self, user: str, thread_id: str, body: RunCreate, temporary: bool, new_thread: bool, follow: Follow | None
+        self,
+        user: str,
+        thread_id: str,
+        body: RunCreate,
+        temporary: bool,
+        new_thread: bool,
+        follow: Follow | None,
+        run_id: uuid.UUID | None,
     ) -> RunRecord:
-        run_id = uuid.uuid4()
+        run_id = run_id or uuid.uuid4()
         bind(thread_id=thread_id, run_id=str(run_id))
         assistant = await self.assistants.get(body.assistant_id, user)
         kwargs = await self.kwargs(body, thread_id, run_id, assistant)
@@ -293,5 +310,10 @@ class Admission:
             self.metrics.user_limit_rejections.labels("active_runs").inc()
             if new_thread:
                 # The refused run's thread was registered for it alone: it holds nothing yet.
+                await self.registry.delete(thread_id, user)
+            raise
+        except psycopg.errors.UniqueViolation:
+            # The run's chosen ID exists already (a cron's tick retried after its run was made).
+            if new_thread:
                 await self.registry.delete(thread_id, user)
             raise

@@ -138,6 +138,10 @@ class RunService:
     async def get(self, thread_id: str, run_id: uuid.UUID) -> RunRecord | None:
         return await self.store.get(thread_id, run_id)
 
+    async def get_for_user(self, run_id: uuid.UUID, user_id: str) -> RunRecord | None:
+        """A run of `user_id`'s by its ID alone, on whatever thread (the cron scheduler's retry looks it up)."""
+        return await self.store.get_for_user(run_id, user_id)
+
     async def list_for_thread(
         self, thread_id: str, status: RunStatus | None, limit: int, offset: int
     ) -> list[RunRecord]:
