@@ -357,11 +357,12 @@ async def patch_thread(body: ThreadPatch, record: ThreadDep, services: ServicesD
 
 @router.delete("/threads/{thread_id}", status_code=204)
 async def delete_thread(record: ThreadDep, services: ServicesDep) -> Response:
-    # Runs first (one still running would write checkpoints again), then checkpoints: a crash in between
-    # leaves an empty thread, never orphaned checkpoints.
-    await services.runs.forget_thread(record.user_id, record.thread_id)
-    await services.checkpointer.adelete_thread(record.thread_id)
-    await services.registry.delete(record.thread_id, record.user_id)
+    # Under the thread's run lock: runs first (one still running would write checkpoints again), then
+    # checkpoints, then the thread, so a crash in between leaves an empty thread, never orphaned checkpoints,
+    # and no run is admitted on the thread while it goes.
+    async with services.runs.forgetting_thread(record.user_id, record.thread_id) as conn:
+        await services.checkpointer.adelete_thread(record.thread_id)
+        await services.registry.delete(record.thread_id, record.user_id, conn)
     return Response(status_code=204)
 
 

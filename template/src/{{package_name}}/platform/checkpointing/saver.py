@@ -319,10 +319,10 @@ class PooledPostgresSaver(AsyncPostgresSaver):
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """LangGraph's prune, timed: "keep_latest" keeps each namespace's latest checkpoint (and what it reads),
         "delete" removes every checkpoint. With the hybrid store, objects no remaining row names go too."""
-        # Objects uploaded after this (by a write racing the prune) are never collected. Object stores keep
         # Like a delete: a write still pending would otherwise land after the prune and outlive it.
         for thread_id in map(str, thread_ids):
             await self._settle(thread_id)
+        # Objects uploaded after this (by a write racing the prune) are never collected. Object stores keep
         # whole seconds, so a later upload never looks older than the second the prune started in.
         started = datetime.now(UTC).replace(microsecond=0)
         if strategy == "keep_latest" and self.delta_channels and not isinstance(thread_ids, str):

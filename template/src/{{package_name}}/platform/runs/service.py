@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
 from ..core.metrics import Metrics
 from .event_log import EventLog, Notifier, RunEvent, wait_for
 from .graph_events import event
@@ -164,11 +167,15 @@ class RunService:
     async def cancel(self, run_ids: list[uuid.UUID], action: CancelAction) -> list[uuid.UUID]:
         return await self.store.cancel(run_ids, action)
 
-    async def forget_thread(self, user_id: str, thread_id: str) -> None:
-        """Before a thread is deleted: its runs in flight are rolled back, its finished runs deleted."""
-        inflight = await self.store.cancellable(user_id, ["pending", "running"], thread_id, None)
-        await self.store.cancel(inflight, "rollback")
-        await self.store.delete_finished_of_thread(thread_id)
+    @asynccontextmanager
+    async def forgetting_thread(self, user_id: str, thread_id: str) -> AsyncIterator[AsyncConnection[DictRow]]:
+        """Before a thread is deleted: under its run lock, its runs in flight are rolled back and its finished
+        runs deleted; the caller deletes the thread in the yielded transaction. No run is admitted on the
+        thread meanwhile, and one that waited for the lock finds the thread gone (404), so none can run on
+        a deleted thread and write its checkpoints again."""
+        async with self.store.thread_locked(thread_id) as conn:
+            await self.store.forget_thread(conn, user_id, thread_id)
+            yield conn
 
 
 async def _live(local: LocalRun, from_start: bool, heartbeat_seconds: float) -> AsyncIterator[RunEvent | None]:

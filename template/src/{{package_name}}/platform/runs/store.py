@@ -9,6 +9,8 @@ The database, not process memory, coordinates replicas:
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -326,6 +328,23 @@ class RunStore:
     async def delete(self, thread_id: str, run_id: uuid.UUID) -> bool:
         async with self._pool.connection() as conn:
             return (await conn.execute(DELETE_RUN, (run_id, thread_id))).rowcount > 0
+
+    @asynccontextmanager
+    async def thread_locked(self, thread_id: str) -> AsyncIterator[AsyncConnection[DictRow]]:
+        """A transaction holding the thread's run lock (the one admission takes): no run is admitted on the
+        thread until it ends, and an admission that waited for it sees what it committed."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(LOCK_THREAD, (thread_id,))
+            yield conn
+
+    async def forget_thread(self, conn: AsyncConnection[DictRow], user_id: str, thread_id: str) -> None:
+        """In `conn`'s transaction (thread_locked): the thread's runs in flight rolled back, its finished
+        runs deleted."""
+        params = (user_id, ["pending", "running"], thread_id, thread_id, None, None)
+        inflight = [row["run_id"] for row in await (await conn.execute(SELECT_CANCELLABLE, params)).fetchall()]
+        if inflight:
+            await self._cancel(conn, inflight, "rollback")
+        await conn.execute(DELETE_FINISHED_OF_THREAD, (thread_id,))
 
     async def delete_finished_of_thread(self, thread_id: str) -> None:
         async with self._pool.connection() as conn:

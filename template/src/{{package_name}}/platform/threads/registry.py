@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from ..core.database import Pool
@@ -123,7 +123,9 @@ class ThreadRegistry:
             row = await cur.fetchone()
         return ThreadRecord(**row) if row is not None else None
 
-    async def delete(self, thread_id: str, user_id: str) -> bool:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(DELETE_THREAD, (thread_id, user_id))
-            return cur.rowcount > 0
+    async def delete(self, thread_id: str, user_id: str, conn: AsyncConnection[Any] | None = None) -> bool:
+        """In `conn`'s transaction when given (RunService.forgetting_thread holds the thread's run lock)."""
+        if conn is not None:
+            return (await conn.execute(DELETE_THREAD, (thread_id, user_id))).rowcount > 0
+        async with self._pool.connection() as own:
+            return (await own.execute(DELETE_THREAD, (thread_id, user_id))).rowcount > 0

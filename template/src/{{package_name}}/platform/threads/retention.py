@@ -6,7 +6,8 @@ deleted with its checkpoints, runs and objects ("delete"), or its checkpoints ar
 TTL of their own use the service default, if one is set.
 
 A thread with a run pending or running is never touched: each thread is taken under the same transaction
-lock that run creation takes, so no run can start on it until its prune has committed.
+lock that run creation takes, so no run can start on it until its prune has committed, and in the same
+order (that lock, then the thread's row).
 """
 
 from __future__ import annotations
@@ -45,23 +46,24 @@ SELECT_TTL = """
         updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60) AS expires_at
     FROM service_threads WHERE thread_id = %(thread_id)s AND user_id = %(user)s
 """
-# Due threads, oldest expiry first; SKIP LOCKED leaves threads another transaction holds to it.
-SELECT_DUE = """
+DUE = """
+    COALESCE(ttl_minutes, %(minutes)s) IS NOT NULL
+    AND updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60) < now()
+    AND (pruned_at IS NULL OR pruned_at < updated_at)
+"""
+# Due threads, oldest expiry first: candidates only, each taken (and checked again) by LOCK_DUE_THREAD.
+SELECT_DUE = f"""
     SELECT thread_id, COALESCE(ttl_strategy, %(strategy)s) AS strategy,
         extract(epoch FROM now() - (updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60)))
             AS overdue_seconds
-    FROM service_threads
-    WHERE COALESCE(ttl_minutes, %(minutes)s) IS NOT NULL
-      AND updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60) < now()
-      AND (pruned_at IS NULL OR pruned_at < updated_at)
+    FROM service_threads WHERE {DUE}
     ORDER BY updated_at + make_interval(secs => COALESCE(ttl_minutes, %(minutes)s) * 60)
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 """
-SELECT_OWNED = """
-    SELECT thread_id FROM service_threads WHERE thread_id = ANY(%s) AND user_id = %s
-    ORDER BY thread_id FOR UPDATE
-"""
+# A thread's row, after its run lock: still due, and not held by another writer (a PATCH, a delete).
+LOCK_DUE_THREAD = f"SELECT 1 FROM service_threads WHERE thread_id = %(thread_id)s AND {DUE} FOR UPDATE SKIP LOCKED"
+SELECT_OWNED = "SELECT thread_id FROM service_threads WHERE thread_id = ANY(%s) AND user_id = %s ORDER BY thread_id"
+LOCK_OWNED_THREAD = "SELECT 1 FROM service_threads WHERE thread_id = %(thread_id)s FOR UPDATE SKIP LOCKED"
 COUNT_CHECKPOINTS = "SELECT count(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)"
 DELETE_THREADS = "DELETE FROM service_threads WHERE thread_id = ANY(%s)"
 MARK_PRUNED = "UPDATE service_threads SET pruned_at = now() WHERE thread_id = ANY(%s)"
@@ -124,7 +126,7 @@ class Retention:
         """Prune the user's own threads among `thread_ids` now; others and busy threads are skipped."""
         async with self._pool.connection() as conn, conn.transaction():
             rows = await (await conn.execute(SELECT_OWNED, (list(thread_ids), user_id))).fetchall()
-            idle = await self._idle(conn, [row["thread_id"] for row in rows])
+            idle = await self._take(conn, [row["thread_id"] for row in rows], LOCK_OWNED_THREAD, {})
             await self._apply(conn, idle, strategy)
         return len(idle)
 
@@ -145,7 +147,8 @@ class Retention:
                     rows = await (await conn.execute(SELECT_DUE, params)).fetchall()
                     if batch == 0 and rows:
                         lag = float(rows[0]["overdue_seconds"])
-                    idle = set(await self._idle(conn, [row["thread_id"] for row in rows]))
+                    due = [row["thread_id"] for row in rows]
+                    idle = set(await self._take(conn, due, LOCK_DUE_THREAD, params))
                     for strategy in ("delete", "keep_latest"):
                         chosen = [r["thread_id"] for r in rows if r["thread_id"] in idle and r["strategy"] == strategy]
                         await self._apply(conn, chosen, strategy)
@@ -157,14 +160,20 @@ class Retention:
             self._metrics.retention_sweep_duration.observe(time.perf_counter() - started)
         return handled
 
-    async def _idle(self, conn: AsyncConnection[Any], thread_ids: list[str]) -> list[str]:
-        """The threads no run holds or waits on, each locked against new runs until the transaction ends
-        (the runs' own thread lock, RunStore.lock_idle_thread)."""
-        idle = []
+    async def _take(
+        self, conn: AsyncConnection[Any], thread_ids: list[str], lock_row: str, params: dict[str, Any]
+    ) -> list[str]:
+        """The threads among `thread_ids` that no run holds or waits on, each locked until the transaction
+        ends in the order run admission locks them: the runs' thread lock first (RunStore.lock_idle_thread),
+        then the thread's row (`lock_row`, which may check it again). Either lock is only tried: a thread
+        busy either way is skipped, and a skipped thread's row is never held while the batch is pruned."""
+        taken = []
         for thread_id in thread_ids:
-            if await self._runs.lock_idle_thread(conn, thread_id):
-                idle.append(thread_id)
-        return idle
+            if not await self._runs.lock_idle_thread(conn, thread_id):
+                continue
+            if await (await conn.execute(lock_row, {**params, "thread_id": thread_id})).fetchone() is not None:
+                taken.append(thread_id)
+        return taken
 
     async def _apply(self, conn: AsyncConnection[Any], thread_ids: list[str], strategy: str) -> None:
         if not thread_ids:
