@@ -4,6 +4,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import httpx
@@ -130,3 +131,31 @@ async def test_thread_created_with_supersteps(shared_service: str) -> None:
         await client.threads.create(supersteps=[supersteps[0], {"updates": supersteps[0]["updates"] * 2}])
     assert refused.value.response.status_code == 422
     assert len(await client.threads.search(limit=100)) == before
+
+
+async def config_of(thread: Awaitable[Any]) -> Any:
+    """A thread's config (the SDK's Thread type leaves it out)."""
+    return (await thread)["config"]
+
+
+async def test_a_thread_keeps_the_config_its_runs_leave_as_the_agent_server_does(shared_service: str) -> None:
+    client = sdk_client(shared_service, "erin")
+    assistant: Any = await client.assistants.create("agent", config={"tags": ["a"], "configurable": {"model": "m1"}})
+    thread_id = (await client.threads.create())["thread_id"]
+    assert await config_of(client.threads.get(thread_id)) == {}
+    first = {"tags": ["b"], "recursion_limit": 10, "configurable": {"x": 1}}
+    await client.runs.wait(thread_id, assistant["assistant_id"], input=HELLO, config=cast(Any, first))
+    # The assistant's, then the request's; the configurable is the assistant's alone (the request's is the run's).
+    left = {"tags": ["b"], "recursion_limit": 10, "configurable": {"model": "m1"}}
+    assert await config_of(client.threads.get(thread_id)) == left
+    # Another assistant's run: the thread's own config goes between that assistant's and the request's.
+    await client.runs.wait(thread_id, "agent", input=HELLO, config={"tags": ["c"]})
+    left = {"tags": ["c"], "recursion_limit": 10, "configurable": {"model": "m1"}}
+    assert await config_of(client.threads.get(thread_id)) == left
+    found: Any = await client.threads.search(ids=[thread_id])
+    assert [thread["config"] for thread in found] == [left]
+    assert await config_of(cast(Any, client.threads.copy(thread_id))) == left
+    # A stateless run's new thread: the assistant's config and the request's.
+    await client.runs.wait(None, assistant["assistant_id"], input=HELLO, config={"tags": ["d"]}, on_completion="keep")
+    stateless: Any = await client.threads.search(metadata={"assistant_id": assistant["assistant_id"]}, limit=1)
+    assert stateless[0]["config"] == {"tags": ["d"], "configurable": {"model": "m1"}}

@@ -190,8 +190,8 @@ def _record_fields(record: ThreadRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "metadata": record.metadata,
-        # As the Agent Server's: a thread's own config stays empty (its runs carry theirs).
-        "config": {},
+        # As the Agent Server's: what its runs' assistants and requests left on it (service_admit_run).
+        "config": record.config,
     }
 
 
@@ -373,7 +373,7 @@ async def copy_thread(record: ThreadDep, services: ServicesDep, user: UserDep) -
     # Checkpoints first: a failure in between leaves rows under an ID nobody holds, never a thread
     # that answers with half of its history.
     await services.checkpointer.acopy_thread(record.thread_id, thread_id)
-    copied = await services.registry.create(thread_id, user, record.session_type, record.metadata)
+    copied = await services.registry.create(thread_id, user, record.session_type, record.metadata, record.config)
     return await thread_body(services, copied)
 
 

@@ -166,6 +166,13 @@ def run_metadata(body: RunCreate, assistant: Assistant) -> dict[str, Any]:
     }
 
 
+def new_thread_config(assistant_config: dict[str, Any], request_config: dict[str, Any]) -> dict[str, Any]:
+    """The config a run leaves on the thread it creates, as the Agent Server's: the assistant's and the
+    request's, with the assistant's configurable alone. (On an existing idle thread, service_admit_run
+    merges the thread's own between them.)"""
+    return {**assistant_config, **request_config, "configurable": dict(assistant_config.get("configurable") or {})}
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """Validates run requests and admits them as runs, on a caller's thread or a new stateless one."""
@@ -284,11 +291,15 @@ class Admission:
         assistant = await self.assistants.get(body.assistant_id, user)
         kwargs = await self.kwargs(body, thread_id, run_id, assistant)
         # As the Agent Server does: a search by graph or assistant finds the threads it ran on.
-        stamp = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
+        stamp: dict[str, Any] = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
         if new_thread:
             # Registered only once the body is valid: a refused stateless run leaves no thread behind.
             metadata = {"session_type": "stateless", "user_id": user, **stamp}
-            await self.registry.create(thread_id, user, "stateless", metadata)
+            config = new_thread_config(assistant.config, body.config or {})
+            await self.registry.create(thread_id, user, "stateless", metadata, config)
+        else:
+            # Merged into the thread's config by the run's admission, when the thread is idle.
+            stamp["config"] = {"assistant": assistant.config, "run": body.config or {}}
         try:
             return await self.runs.create(
                 waited=follow is not None,

@@ -37,16 +37,23 @@ BEGIN
     IF p_max_user_runs IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(hashtext('service_runs/user'), hashtext(p_user_id));
     END IF;
+    busy := EXISTS (
+        SELECT 1 FROM service_runs WHERE thread_id = p_thread_id AND status IN ('pending', 'running')
+    );
     IF p_stamp IS NOT NULL THEN
-        UPDATE service_threads SET metadata = metadata || p_stamp, updated_at = now()
-        WHERE thread_id = p_thread_id AND user_id = p_user_id;
+        -- The stamp's metadata merges into the thread's; on an idle thread its 'config' (the assistant's and
+        -- the request's) merges into the thread's config as the Agent Server merges it: the assistant's, the
+        -- thread's, the request's, with the assistants' configurable alone (the request's stays the run's).
+        UPDATE service_threads t SET metadata = t.metadata || (p_stamp - 'config'), updated_at = now(),
+            config = CASE WHEN busy OR NOT p_stamp ? 'config' THEN t.config ELSE
+                COALESCE(p_stamp #> '{config,assistant}', '{}') || t.config || COALESCE(p_stamp #> '{config,run}', '{}')
+                || jsonb_build_object('configurable', COALESCE(p_stamp #> '{config,assistant,configurable}', '{}')
+                    || COALESCE(t.config -> 'configurable', '{}')) END
+        WHERE t.thread_id = p_thread_id AND t.user_id = p_user_id;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'thread not found' USING ERRCODE = 'SR404';
         END IF;
     END IF;
-    busy := EXISTS (
-        SELECT 1 FROM service_runs WHERE thread_id = p_thread_id AND status IN ('pending', 'running')
-    );
     IF busy AND p_strategy = 'reject' THEN
         RAISE EXCEPTION 'thread busy' USING ERRCODE = 'SR409';
     ELSIF busy AND p_strategy <> 'enqueue' THEN

@@ -206,8 +206,9 @@ class RunStore:
 
         A per-thread transaction lock makes the check-then-insert atomic across replicas, so two
         'reject' runs can never both be accepted, and an interrupted run is cancelled exactly once.
-        With `stamp`, the user's thread must exist: it is touched, `stamp` merged into its metadata, in
-        the same transaction (ThreadNotFound otherwise, and nothing is written).
+        With `stamp`, the user's thread must exist: it is touched, `stamp` merged into its metadata and, on
+        an idle thread, its "config" ({"assistant": ..., "run": ...}) into its config, in the same
+        transaction (ThreadNotFound otherwise, and nothing is written).
         With `claim`, a run that can start at once is inserted running under that lease (`Admitted.claimed`);
         otherwise it is pending for the workers. `watched` / `streamed`: the caller will wait for it / read
         its stream, and must be told from afar if another replica runs it.
@@ -258,7 +259,9 @@ class RunStore:
                 await conn.execute(LOCK_THREAD, (thread_id,))
             else:
                 await conn.execute(LOCK_THREAD_AND_USER, (thread_id, user_id))
-            stamp = params["stamp"]
+            # The thread is busy: its config stays as it is (as in service_admit_run), its metadata is stamped.
+            stamped = params["stamp"]
+            stamp = None if stamped is None else Jsonb({k: v for k, v in stamped.obj.items() if k != "config"})
             touched = None if stamp is None else await conn.execute(UPDATE_METADATA, (stamp, thread_id, user_id))
             cur = await conn.execute(SELECT_ACTIVE_OF_THREAD, (thread_id,))
             inflight = [row["run_id"] for row in await cur.fetchall()]

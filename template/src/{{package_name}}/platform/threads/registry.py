@@ -24,26 +24,28 @@ MIGRATIONS = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS service_threads_user_idx ON service_threads (user_id, created_at DESC)",
+    # As the Agent Server's: what its runs' assistants and configs left on the thread (THREAD_CONFIG_OF_RUN).
+    "ALTER TABLE service_threads ADD COLUMN IF NOT EXISTS config JSONB NOT NULL DEFAULT '{}'",
 )
 
 INSERT_THREAD = """
-    INSERT INTO service_threads (thread_id, user_id, session_type, metadata)
-    VALUES (%s, %s, %s, %s)
-    RETURNING thread_id, user_id, session_type, metadata, created_at, updated_at
+    INSERT INTO service_threads (thread_id, user_id, session_type, metadata, config)
+    VALUES (%s, %s, %s, %s, %s)
+    RETURNING thread_id, user_id, session_type, metadata, config, created_at, updated_at
 """
 SELECT_THREAD = """
-    SELECT thread_id, user_id, session_type, metadata, created_at, updated_at
+    SELECT thread_id, user_id, session_type, metadata, config, created_at, updated_at
     FROM service_threads WHERE thread_id = %s AND user_id = %s
 """
 # Merges metadata and touches the thread: a PATCH, and a new run (which stamps its graph and assistant).
 UPDATE_METADATA = """
     UPDATE service_threads SET metadata = metadata || %s, updated_at = now()
     WHERE thread_id = %s AND user_id = %s
-    RETURNING thread_id, user_id, session_type, metadata, created_at, updated_at
+    RETURNING thread_id, user_id, session_type, metadata, config, created_at, updated_at
 """
 # A search never leaves the caller's rows, whatever else it filters on.
 SEARCH_THREADS = """
-    SELECT thread_id, user_id, session_type, metadata, created_at, updated_at FROM service_threads
+    SELECT thread_id, user_id, session_type, metadata, config, created_at, updated_at FROM service_threads
     WHERE user_id = %(user)s AND metadata @> %(metadata)s
       AND (%(ids)s::text[] IS NULL OR thread_id = ANY(%(ids)s))
     ORDER BY {column} {direction}, thread_id {direction}
@@ -61,6 +63,7 @@ class ThreadRecord:
     user_id: str
     session_type: str
     metadata: dict[str, Any]
+    config: dict[str, Any]
     created_at: datetime
     updated_at: datetime
 
@@ -73,9 +76,17 @@ class ThreadRegistry:
         """Run under platform.core.migrations.migration_lock, like every subsystem's migrations."""
         await apply_migrations(self._pool, MIGRATIONS)
 
-    async def create(self, thread_id: str, user_id: str, session_type: str, metadata: dict[str, Any]) -> ThreadRecord:
+    async def create(
+        self,
+        thread_id: str,
+        user_id: str,
+        session_type: str,
+        metadata: dict[str, Any],
+        config: dict[str, Any] | None = None,
+    ) -> ThreadRecord:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(INSERT_THREAD, (thread_id, user_id, session_type, Jsonb(metadata)))
+            params = (thread_id, user_id, session_type, Jsonb(metadata), Jsonb(config or {}))
+            cur = await conn.execute(INSERT_THREAD, params)
             row = await cur.fetchone()
         assert row is not None
         return ThreadRecord(**row)
