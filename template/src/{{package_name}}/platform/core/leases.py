@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from .database import Pool
 from .metrics import Metrics
@@ -68,6 +69,7 @@ class Leases:
             await conn.execute(RELEASE, (name, self.holder))
 
 
+@dataclass(eq=False)
 class LeasedLoop:
     """Run `tick` every `interval` seconds on whichever replica holds the lease `name`.
 
@@ -75,21 +77,13 @@ class LeasedLoop:
     outage) is logged and retried on the next interval, and the loop never dies of it.
     """
 
-    def __init__(
-        self,
-        leases: Leases,
-        name: str,
-        interval: float,
-        tick: Callable[[], Awaitable[None]],
-        metrics: Metrics,
-    ) -> None:
-        self.leases = leases
-        self.name = name
-        self.interval = interval
-        self.tick = tick
-        self.metrics = metrics
-        self.holding = False
-        self.last_tick: float | None = None
+    leases: Leases
+    name: str
+    interval: float
+    tick: Callable[[], Awaitable[None]]
+    metrics: Metrics
+    holding: bool = field(init=False, default=False)
+    last_tick: float | None = field(init=False, default=None)
 
     async def run(self) -> None:
         while True:

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 from psycopg import AsyncConnection
@@ -22,6 +23,7 @@ from .workers import RunWorkers
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
+@dataclass(eq=False)
 class RunService:
     """Create, read, wait for, stream and cancel runs; any replica can serve any run.
 
@@ -29,15 +31,12 @@ class RunService:
     stream readers there follow it in memory (local.py); everyone else follows it through PostgreSQL.
     """
 
-    def __init__(
-        self, store: RunStore, events: EventLog, notifier: Notifier, workers: RunWorkers, poll_seconds: float
-    ) -> None:
-        self.store = store
-        self.events = events
-        self.notifier = notifier
-        self.workers = workers
-        # Notifications are the fast path; re-reading this often covers one lost in a reconnect.
-        self.poll_seconds = poll_seconds
+    store: RunStore
+    events: EventLog
+    notifier: Notifier
+    workers: RunWorkers
+    # Notifications are the fast path; re-reading this often covers one lost in a reconnect.
+    poll_seconds: float
 
     async def create(self, *, waited: bool = False, streamed: bool = False, **fields: Any) -> RunRecord:
         """RunStore.create, offering this replica's lease: `waited` / `streamed` say the caller will wait

@@ -174,11 +174,11 @@ async def notify(conn: AsyncConnection[DictRow], *keys: str) -> None:
         await conn.execute("SELECT pg_notify(%s, key) FROM unnest(%s::text[]) AS key", (CHANNEL, list(keys)))
 
 
+@dataclass(eq=False)
 class RunStore:
     """Every read and write of service_runs; the strategies, the workers and the routers go through it."""
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    _pool: Pool
 
     async def setup(self) -> None:
         """Run under platform.core.migrations.migration_lock, like every subsystem's migrations."""

@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -25,7 +25,7 @@ from langgraph.types import Command
 from opentelemetry.trace import StatusCode
 
 from ...errors import Unavailable
-from ..checkpointing.latest import Latest
+from ..checkpointing.latest import Latest, LatestCheckpoints
 from ..checkpointing.saver import PooledPostgresSaver
 from ..core.database import DATABASE_OUTAGES
 from ..core.logs import log_context
@@ -105,41 +105,39 @@ class _Slots:
         self._freed.set()
 
 
+def _lease_owner() -> str:
+    """This replica's name on the leases it holds: unique across hosts, processes and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(eq=False)
 class RunWorkers:
     """The workers and the sweeper of one replica, started and stopped by the lifespan."""
 
-    def __init__(
-        self,
-        store: RunStore,
-        events: EventLog,
-        notifier: Notifier,
-        graphs: Graphs,
-        checkpointer: BaseCheckpointSaver[str],
-        registry: ThreadRegistry,
-        settings: WorkerSettings,
-        metrics: Metrics,
-        tracing: Tracing,
-        webhooks: WebhookSender | None = None,
-    ) -> None:
-        self.store = store
-        self.events = events
-        self.notifier = notifier
-        self.graphs = graphs
-        self.checkpointer = checkpointer
-        self.registry = registry
-        self.settings = settings
-        self.metrics = metrics
-        self.tracing = tracing
-        self.webhooks = webhooks
-        # The saver's in-memory latest checkpoints, valid while this replica holds a thread's lease.
+    store: RunStore
+    events: EventLog
+    notifier: Notifier
+    graphs: Graphs
+    checkpointer: BaseCheckpointSaver[str]
+    registry: ThreadRegistry
+    settings: WorkerSettings
+    metrics: Metrics
+    tracing: Tracing
+    webhooks: WebhookSender | None = None
+    # The saver's in-memory latest checkpoints, valid while this replica holds a thread's lease.
+    latest: LatestCheckpoints | None = field(init=False)
+    owner: str = field(init=False, default_factory=_lease_owner)
+    # What waiters and stream readers on this replica read in memory.
+    local: LocalRuns = field(init=False, default_factory=LocalRuns)
+    tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    _slots: _Slots = field(init=False)
+    _claiming: bool = field(init=False, default=True)
+    _executing: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        checkpointer = self.checkpointer
         self.latest = checkpointer.latest if isinstance(checkpointer, PooledPostgresSaver) else None
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        # What waiters and stream readers on this replica read in memory.
-        self.local = LocalRuns()
-        self._slots = _Slots(settings.workers)
-        self._claiming = True
-        self._executing: set[asyncio.Task[None]] = set()
-        self.tasks: list[asyncio.Task[None]] = []
+        self._slots = _Slots(self.settings.workers)
 
     def start(self) -> None:
         self.tasks = [

@@ -68,9 +68,11 @@ class ThreadRecord:
     updated_at: datetime
 
 
+@dataclass(eq=False)
 class ThreadRegistry:
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    """Every read and write of service_threads but retention's (retention.py), which adds its TTL columns."""
+
+    _pool: Pool
 
     async def setup(self) -> None:
         """Run under platform.core.migrations.migration_lock, like every subsystem's migrations."""

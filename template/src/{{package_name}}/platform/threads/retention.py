@@ -87,20 +87,13 @@ class RetentionSettings:
     max_batches: int = 10
 
 
+@dataclass(eq=False)
 class Retention:
-    def __init__(
-        self,
-        pool: Pool,
-        checkpointer: BaseCheckpointSaver[str],
-        runs: RunLocks,
-        metrics: Metrics,
-        settings: RetentionSettings,
-    ) -> None:
-        self._pool = pool
-        self._checkpointer = checkpointer
-        self._runs = runs
-        self._metrics = metrics
-        self.settings = settings
+    _pool: Pool
+    _checkpointer: BaseCheckpointSaver[str]
+    _runs: RunLocks
+    _metrics: Metrics
+    settings: RetentionSettings
 
     async def setup(self) -> None:
         """After the thread registry's own migrations: these add its TTL columns."""
