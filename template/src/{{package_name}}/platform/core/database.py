@@ -124,10 +124,11 @@ SELECT current_setting('max_connections')::int AS max_connections,
 async def warn_if_over_budget(pool: Pool, settings: Settings) -> ConnectionBudget | None:
     """Log a warning when this deployment's pools could exhaust the server; the budget read, or None.
 
-    The process sees only itself: the replica count is EXPECTED_REPLICAS, not what runs. Behind PgBouncer
-    (DATABASE_SESSION_URL set) the pool's connections are PgBouncer's clients, not the server's, so no check.
+    The process sees only itself: the replica count is EXPECTED_REPLICAS, not what runs. No check behind
+    PgBouncer (DATABASE_SESSION_URL set: the pool's connections are PgBouncer's clients, not the server's),
+    nor on the embedded server (DATABASE_URL unset: one developer never fills a pool).
     """
-    if settings.database_session_url is not None:
+    if settings.database_url is None or settings.database_session_url is not None:
         return None
     async with pool.connection() as conn:
         row = await (await conn.execute(SERVER_CONNECTION_LIMITS)).fetchone()
