@@ -52,8 +52,10 @@ def main() -> None:
         "log_config": None,
         "proxy_headers": False,
     }
+    # The lifespan's connection budget counts the processes: tell every one of them how many there are.
+    os.environ["WEB_CONCURRENCY"] = str(workers)
     if workers == 1:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings.model_copy(update={"web_concurrency": 1})), **options)
         return
     if settings.database_url is None:
         # One embedded server and one thread ID secret for every worker: settled here, before they start.

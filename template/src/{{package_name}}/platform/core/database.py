@@ -15,6 +15,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ...settings import Settings
+from .connection_budget import ConnectionBudget
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,42 @@ async def check_idle_connection(conn: AsyncConnection[Any]) -> None:
         conn.pgconn.consume_input()
     if conn.pgconn.status != pq.ConnStatus.OK:
         raise psycopg.OperationalError("the connection was closed by the server")
+
+
+# reserved_connections (PostgreSQL 16+) is missing on older servers: current_setting(..., true) gives NULL.
+SERVER_CONNECTION_LIMITS = """
+SELECT current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved
+"""
+
+
+async def warn_if_over_budget(pool: Pool, settings: Settings) -> ConnectionBudget | None:
+    """Log a warning when this deployment's pools could exhaust the server; the budget read, or None.
+
+    The process sees only itself: the replica count is EXPECTED_REPLICAS, not what runs. No check behind
+    PgBouncer (DATABASE_SESSION_URL set: the pool's connections are PgBouncer's clients, not the server's),
+    nor on the embedded server (DATABASE_URL unset: one developer never fills a pool).
+    """
+    if settings.database_url is None or settings.database_session_url is not None:
+        return None
+    async with pool.connection() as conn:
+        row = await (await conn.execute(SERVER_CONNECTION_LIMITS)).fetchone()
+    assert row is not None
+    budget = ConnectionBudget(
+        replicas=settings.expected_replicas,
+        workers=settings.web_concurrency or 1,
+        pool_max_size=settings.pool_max_size,
+        max_connections=row["max_connections"],
+        reserved=row["reserved"],
+    )
+    if not budget.fits:
+        log.warning(
+            'the pools could exhaust PostgreSQL ("too many clients" under load): %s; lower POOL_MAX_SIZE,'
+            " raise max_connections or put PgBouncer in between (docs/operations.md)",
+            budget.arithmetic(),
+        )
+    return budget
 
 
 @asynccontextmanager
