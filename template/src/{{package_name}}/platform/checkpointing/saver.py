@@ -466,6 +466,9 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
         walk = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint_id}
         stop = self.chains.stop(thread_id, checkpoint_ns, channels)
+        # The walks the query stops at, taken now: a concurrent read of the thread may replace them in the
+        # cache while the query runs, and the walk, cut at `stop`, goes on only through these.
+        earlier_by_ch = {ch: self.chains.get(thread_id, checkpoint_ns, ch) for ch in channels}
         async with self._cursor() as cur:
             await cur.execute(SELECT_DELTA_WALK, {**walk, "channels": channels, "stop": stop})
             rows = await cur.fetchall()
@@ -519,7 +522,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
                         for w, key in zip(at, keys, strict=True)
                     ]
                 )
-            earlier = self.chains.get(thread_id, checkpoint_ns, ch)
+            earlier = earlier_by_ch[ch]
             ids = chain_by_ch[ch]
             # The walk reached the earlier walk's target: that walk's chain goes on from there.
             if stop and ids[-1:] == [stop] and seed_cid.get(ch) != stop and earlier and earlier.target == stop:
