@@ -154,8 +154,10 @@ def heavy_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> 
 # one more heavy combination, taken in turn among those with the answers it names, and on all of them under
 # `make test-full`. The browser test's second is an api_key render: a front end that sends a key; the
 # replicas test's second writes checkpoints without the queue (the default has it), so both savers run
-# under two processes. Listed costliest first, so that the spread evens out.
+# under two processes; the soak's second keeps payloads in S3 through its faults. Listed costliest first,
+# so that the spread evens out.
 ROTATED_HEAVY_MODULES: dict[str, dict[str, Any]] = {
+    "test_soak": {"object_store": "s3"},
     "test_replicas": {"checkpoint_queue": False},
     "test_crons_replicas": {},
     "test_browser": {"auth": "api_key"},
