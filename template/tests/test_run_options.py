@@ -139,7 +139,7 @@ async def config_of(thread: Awaitable[Any]) -> Any:
 
 
 async def test_a_thread_keeps_the_config_its_runs_leave_as_the_agent_server_does(shared_service: str) -> None:
-    client = sdk_client(shared_service, "erin")
+    client = sdk_client(shared_service, "carol")
     assistant: Any = await client.assistants.create("agent", config={"tags": ["a"], "configurable": {"model": "m1"}})
     thread_id = (await client.threads.create())["thread_id"]
     assert await config_of(client.threads.get(thread_id)) == {}
