@@ -63,6 +63,17 @@ def tool_name(assistant_name: str) -> str:
     return NOT_IN_TOOL_NAME.sub("", re.sub(r"\s+", "_", assistant_name.strip()))[:128]
 
 
+# A tool's schema per compiled graph, made once, as graph_schemas makes the graph's own.
+_TOOL_SCHEMAS: dict[Any, tuple[dict[str, Any], list[str]]] = {}
+
+
+def tool_schema(graph: Any) -> tuple[dict[str, Any], list[str]]:
+    """input_schema of the graph's input schema, once per graph (its schemas never change)."""
+    if (known := _TOOL_SCHEMAS.get(graph)) is None:
+        known = _TOOL_SCHEMAS[graph] = input_schema(graph_schemas(graph)["input_schema"])
+    return known
+
+
 def input_schema(schema: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A graph's input schema for a model to fill in, and the properties it turned from a list of LangChain
     messages into one string (the user's message), as the Agent Server simplifies them."""
@@ -157,7 +168,7 @@ class McpEndpoint:
             raise MCPError(types.INVALID_PARAMS, "Multiple tools found with the same name.")
         assistant = matching[0]
         graph_input = dict(params.arguments or {})
-        _, messages = input_schema(graph_schemas(services.graphs.get_graph(assistant.graph_id))["input_schema"])
+        _, messages = tool_schema(services.graphs.get_graph(assistant.graph_id))
         for key in messages:
             if isinstance(graph_input.get(key), str):
                 graph_input[key] = [{"role": "user", "content": graph_input[key]}]
@@ -180,7 +191,7 @@ class McpEndpoint:
 
 def _tool(services: Services, assistant: Assistant, name: str) -> types.Tool | None:
     try:
-        schema, _ = input_schema(graph_schemas(services.graphs.get_graph(assistant.graph_id))["input_schema"])
+        schema, _ = tool_schema(services.graphs.get_graph(assistant.graph_id))
     except Exception:  # a graph whose state has no JSON schema is left out, as the Agent Server leaves it
         log.warning(
             "mcp: no input schema for assistant %s; not listed as a tool", assistant.assistant_id, exc_info=True
