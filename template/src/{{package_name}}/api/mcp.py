@@ -30,9 +30,11 @@ from ..platform.runs.admission import RunCreate
 from ..platform.services import Services
 from .assistants import graph_schemas
 from .auth import current_user
-from .deps import get_services
+from .deps import get_services, logged_user
 
 log = logging.getLogger(__name__)
+# The SDK logs every stateless request's end at INFO ("Terminating session: None"): the access log has it.
+logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
 T = TypeVar("T")
 
 PAGE_SIZE = 100
@@ -134,7 +136,7 @@ class McpEndpoint:
         # Refusals (401, 429, 503) raise before the transport reads the body: the app's handlers answer them.
         request = Request(scope, receive)
         services = await get_services(request)
-        user = await current_user(request)
+        user = await logged_user(await current_user(request))
         await services.rate_limit.hit(user)
         request.state.user = user
         await self.sessions.handle_request(scope, receive, send)
