@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from contextlib import aclosing
 from typing import Any
 
 import httpx
+import pytest
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 from agent_service.settings import Settings
 
+from .process import service_processes
 from .support import auth_headers, query_rows, sdk_client, serve
 
 
@@ -216,6 +219,30 @@ async def test_thread_stream_sends_state_updates_in_the_state_update_mode_only(
         assert update["thread_id"] == thread_id
         assert update["state"]["checkpoint"]["checkpoint_id"] == updated["checkpoint"]["checkpoint_id"]
         assert update["state"]["values"]["messages"][-1]["content"] == "edited"
+
+
+@pytest.mark.heavy
+async def test_a_thread_stream_sends_a_run_that_ended_before_its_replica_heard_of_it(
+    settings: Settings, database_url: str
+) -> None:
+    """The reader's replica is stalled (SIGSTOP: a pause, a starved loop) while a run on the other replica
+    starts and ends: once it wakes, the run's events and end still reach the reader, from their rows. It
+    followed only the runs still in flight, and waited for this one forever (a CI flake under load)."""
+    with service_processes(settings, 2) as [(url_a, _), (url_b, replica_b)]:
+        a, b = sdk_client(url_a, "alice"), sdk_client(url_b, "alice")
+        thread_id = (await a.threads.create())["thread_id"]
+        reader = asyncio.create_task(read_thread(b, thread_id, 1))
+        await joined(database_url, thread_id)
+        created: list[Any] = []
+        replica_b.send_signal(signal.SIGSTOP)
+        try:
+            await a.runs.wait(thread_id, "agent", input=say("while b slept"), on_run_created=created.append)
+        finally:
+            replica_b.send_signal(signal.SIGCONT)
+        parts = [(p.event, p.data) for p in await reader]
+        run_id = created[0]["run_id"]
+        assert parts[0] == ("metadata", {"run_id": run_id, "attempt": 1}) and parts[-1] == run_done(run_id)
+        assert parts[-2][1]["messages"][-1]["content"].strip() == "You said: while b slept"
 
 
 async def test_thread_stream_resumes_after_last_event_id(shared_service: str) -> None:

@@ -207,15 +207,19 @@ INSERT_RUN = f"""
             WHERE s.thread_id = %(thread_id)s AND s.until > now()))
     RETURNING {RUN_COLUMNS}
 """
-# A thread stream's reader says it reads until `seconds` from now, and reads the runs in flight on the thread.
+# A thread stream's reader says it reads until `seconds` from now, and reads the runs in flight on the thread
+# and those that wrote events after the reader joined (event `after`): a run can end before the reader, on
+# another replica, hears of it, and its events are rows (the thread was joined when it was admitted).
 JOIN_THREAD = f"""
     WITH joined AS (
         INSERT INTO service_thread_streams (thread_id, until)
         VALUES (%(thread_id)s, now() + make_interval(secs => %(seconds)s))
         ON CONFLICT (thread_id) DO UPDATE SET until = greatest(service_thread_streams.until, EXCLUDED.until)
     )
-    SELECT {RUN_COLUMNS} FROM service_runs
-    WHERE thread_id = %(thread_id)s AND status IN ('pending', 'running') ORDER BY seq
+    SELECT {RUN_COLUMNS} FROM service_runs r
+    WHERE thread_id = %(thread_id)s AND (status IN ('pending', 'running') OR streamed AND EXISTS (
+        SELECT 1 FROM service_run_events e WHERE e.run_id = r.run_id AND e.id > %(after)s))
+    ORDER BY seq
 """
 # A waiter or reader on another replica than the executing one: the run's end must notify, or its events be
 # rows. Also the waiter's first read of the run.

@@ -61,10 +61,13 @@ class ThreadStream:
         """The thread's events until the reader leaves; None whenever heartbeat_seconds pass in silence."""
         service = self._service
         after = last_event_id if last_event_id is not None else await service.events.last_id()
+        # The log's head when the reader joined: a run with events after it is followed even if it ended
+        # before the reader heard of it.
+        joined = after if last_event_id is None else await service.events.last_id()
         loop = asyncio.get_running_loop()
         with service.notifier.subscribe(f"thread:{self._thread_id}") as announced:
             try:
-                runs = await service.store.join_thread(self._thread_id, 3 * MARK_SECONDS)
+                runs = await service.store.join_thread(self._thread_id, 3 * MARK_SECONDS, joined)
                 marked = idle_since = loop.time()
                 if last_event_id is not None:
                     for item in await self._replay(after, [run.run_id for run in runs]):
@@ -89,10 +92,10 @@ class ThreadStream:
                         if loop.time() - idle_since >= heartbeat_seconds:
                             idle_since = loop.time()
                             yield None
-                    # A new run was announced, or the mark is due: the runs in flight again, with the mark renewed.
+                    # A new run was announced, or the mark is due: the runs again, with the mark renewed.
                     if announced.is_set() or loop.time() - marked >= MARK_SECONDS / 2:
                         announced.clear()
-                        runs = await service.store.join_thread(self._thread_id, 3 * MARK_SECONDS)
+                        runs = await service.store.join_thread(self._thread_id, 3 * MARK_SECONDS, joined)
                         marked = loop.time()
             finally:
                 for task in self._followers.values():
@@ -146,6 +149,7 @@ class ThreadStream:
         previous: uuid.UUID | None = None
         while rows := await self._service.events.read_thread(self._thread_id, after, followed):
             for run_id, item in rows:
+                self._seen.add(run_id)
                 if previous is not None and run_id != previous:
                     replayed.append(run_done(previous))
                 replayed.append(item)
