@@ -16,8 +16,12 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from .langgraph_private import DeltaSnapshot
 
-# Decoded snapshots kept per process, counted in serialised bytes.
+# Decoded snapshots and writes kept per process, counted as the memory they take decoded: about 8 times
+# their serialised size (LangChain messages, measured with tracemalloc), plus the entry and its key. Counted
+# in serialised bytes, the bound let the cache grow to some 250 MB and a replica's RSS with it (make soak).
 SNAPSHOT_CACHE_BYTES = 32 * 1024 * 1024
+_DECODED_BYTES_PER_BYTE = 8
+_ENTRY_BYTES = 512
 # Smaller blobs decode faster than they hash.
 _SNAPSHOT_CACHE_MIN_BYTES = 4096
 
@@ -56,9 +60,10 @@ class SnapshotCache:
         if (hit := self.get(key)) is not None:
             return hit
         value = serde.loads_typed((type_, blob))
-        if _cacheable(value) and (not hashed or isinstance(value, DeltaSnapshot)) and len(blob) <= self._max_bytes:
-            self._entries[key] = (len(blob), _copy(value))
-            self._bytes += len(blob)
+        size = len(blob) * _DECODED_BYTES_PER_BYTE + _ENTRY_BYTES
+        if _cacheable(value) and (not hashed or isinstance(value, DeltaSnapshot)) and size <= self._max_bytes:
+            self._entries[key] = (size, _copy(value))
+            self._bytes += size
             while self._bytes > self._max_bytes:
                 self._bytes -= self._entries.popitem(last=False)[1][0]
         return value

@@ -48,7 +48,7 @@ from psycopg.types.json import Jsonb
 from ..core.database import Pool
 from ..core.metrics import Metrics
 from .batch import one_statement
-from .history import Chain, ChainCache, SnapshotCache
+from .history import SNAPSHOT_CACHE_BYTES, Chain, ChainCache, SnapshotCache
 from .langgraph_private import (
     PRUNE_DELTA_THREADS_SQL,
     DeltaSnapshot,
@@ -84,6 +84,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         payloads: PayloadStore | None = None,
         serde: SerializerProtocol | None = None,
         cache_threads: int = 0,
+        cache_bytes: int = SNAPSHOT_CACHE_BYTES,
     ) -> None:
         super().__init__(pool, serde=serde)  # type: ignore[arg-type]
         self.pool = pool
@@ -91,7 +92,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
         self.payloads = payloads
         # The latest checkpoint of threads whose runs execute here (latest.py); 0 threads: off.
         self.latest = LatestCheckpoints(cache_threads, metrics)
-        self.snapshots = SnapshotCache()
+        self.snapshots = SnapshotCache(cache_bytes)
         # Room for a walk per delta channel (a few) of every thread whose latest checkpoint is kept.
         self.chains = ChainCache(max(1024, 4 * cache_threads))
         self._delta_channels: Mapping[str, DeltaChannel[Any]] = {}
