@@ -36,8 +36,10 @@ class EventStreamRequest(BaseModel):
     @classmethod
     def known_channels(cls, channels: list[str]) -> list[str]:
         if unknown := [c for c in channels if not supported_channel(c)]:
-            raise ValueError(f"unsupported channels {unknown[:5]}; allowed: values, updates, messages, tools, "
-                             "lifecycle, input, checkpoints, tasks, custom, custom:<name>")
+            raise ValueError(
+                f"unsupported channels {unknown[:5]}; allowed: values, updates, messages, tools, "
+                "lifecycle, input, checkpoints, tasks, custom, custom:<name>"
+            )
         return channels
 
 
@@ -89,5 +91,7 @@ async def stream_events(body: EventStreamRequest, record: ThreadDep, services: S
     subscription = Subscription(frozenset(body.channels), body.namespaces or None, body.depth)
     follower = ThreadFollower(services.runs, record.thread_id, services.settings.stream_heartbeat_seconds)
     return StreamingResponse(
-        _frames(follower, subscription, body.since), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        _frames(follower, subscription, body.since),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store"},
     )

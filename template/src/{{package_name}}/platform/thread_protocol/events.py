@@ -99,8 +99,10 @@ class ProtocolEvents:
             return [self._event(f"{item.run.run_id}:start", "lifecycle", [], data)]
         if isinstance(item, RunEnded):
             state = self._runs.pop(item.run_id, None) or _Run("root")
-            ended = [self._event(f"{item.run_id}:end.{n}", "messages", ns, d)
-                     for n, (ns, d) in enumerate(state.messages.finish_all())]
+            ended = [
+                self._event(f"{item.run_id}:end.{n}", "messages", ns, d)
+                for n, (ns, d) in enumerate(state.messages.finish_all())
+            ]
             status, error = _lifecycle_end(item.run, state)
             data: dict[str, Any] = {"event": status, "graph_name": state.graph_name}
             if error is not None:

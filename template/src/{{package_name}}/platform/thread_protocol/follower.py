@@ -7,7 +7,6 @@ each run's events together; the protocol's events carry no run ID and need that.
 
 from __future__ import annotations
 
-
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -106,5 +105,3 @@ class ThreadFollower:
             yield RunLogged(run.run_id, event)
         self._done.add(run.run_id)
         yield RunEnded(run.run_id, await self._runs.get(self._thread_id, run.run_id))
-
-

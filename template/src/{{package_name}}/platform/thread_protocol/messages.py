@@ -128,7 +128,9 @@ class MessageStreams:
         out: list[Namespaced] = []
         if state.text_index is not None:
             content = {"type": "text", "text": state.text}
-            out.append((state.namespace, {"event": "content-block-finish", "index": state.text_index, "content": content}))
+            out.append(
+                (state.namespace, {"event": "content-block-finish", "index": state.text_index, "content": content})
+            )
         for block in state.tools.values():
             try:
                 parsed = json.loads(block.args or "{}")
@@ -137,7 +139,13 @@ class MessageStreams:
             finished: Data = (
                 {"type": "tool_call", "id": block.id, "name": block.name or "", "args": parsed}
                 if isinstance(parsed, dict)
-                else {"type": "invalid_tool_call", "id": block.id, "name": block.name, "args": block.args, "error": None}
+                else {
+                    "type": "invalid_tool_call",
+                    "id": block.id,
+                    "name": block.name,
+                    "args": block.args,
+                    "error": None,
+                }
             )
             out.append((state.namespace, {"event": "content-block-finish", "index": block.index, "content": finished}))
         finish: Data = {"event": "message-finish"}
