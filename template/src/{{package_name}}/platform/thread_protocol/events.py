@@ -95,10 +95,10 @@ class ProtocolEvents:
         if isinstance(item, RunBegan):
             configurable = (item.run.kwargs.get("config") or {}).get("configurable") or {}
             state = self._runs[item.run.run_id] = _Run(str(configurable.get("graph_id") or item.run.assistant_id))
-            data = {"event": "running", "graph_name": state.graph_name}
-            return [self._event(f"{item.run.run_id}:start", "lifecycle", [], data)]
+            running = {"event": "running", "graph_name": state.graph_name}
+            return [self._event(f"{item.run.run_id}:start", "lifecycle", [], running)]
         if isinstance(item, RunEnded):
-            state = self._runs.pop(item.run_id, None) or _Run("root")
+            state = self._runs.pop(item.run_id, _Run("root"))
             ended = [
                 self._event(f"{item.run_id}:end.{n}", "messages", ns, d)
                 for n, (ns, d) in enumerate(state.messages.finish_all())
