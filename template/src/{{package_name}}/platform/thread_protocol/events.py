@@ -67,7 +67,8 @@ class Subscription:
 class _Run:
     graph_name: str
     messages: MessageStreams = field(default_factory=MessageStreams)
-    interrupted: bool = False
+    # An interrupt comes in the run's updates and again in its values: requested once.
+    interrupts: set[str] = field(default_factory=set)
     error: str | None = None
 
 
@@ -76,7 +77,7 @@ def _lifecycle_end(run: Any, state: _Run) -> tuple[str, str | None]:
     if run is None:
         return "failed", "the run was rolled back"
     if run.status == "success":
-        return ("interrupted" if state.interrupted else "completed"), None
+        return ("interrupted" if state.interrupts else "completed"), None
     if run.status == "interrupted":
         # Cancelled, not paused: the SDK ends a run's projections only on completed/failed.
         return "failed", "the run was cancelled"
@@ -149,7 +150,9 @@ class ProtocolEvents:
         out: list[tuple[str, list[str], Any, None]] = []
         for interrupt in interrupts if isinstance(interrupts, list) else []:
             if isinstance(interrupt, dict) and isinstance(interrupt.get("id"), str):
-                state.interrupted = True
+                if interrupt["id"] in state.interrupts:
+                    continue
+                state.interrupts.add(interrupt["id"])
                 value = interrupt.get("value")
                 # `payload` is the protocol's field; the Python SDK reads `value` (thread.interrupts).
                 data = {"interrupt_id": interrupt["id"], "payload": value, "value": value}
