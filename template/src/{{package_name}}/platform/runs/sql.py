@@ -217,8 +217,9 @@ JOIN_THREAD = f"""
         ON CONFLICT (thread_id) DO UPDATE SET until = greatest(service_thread_streams.until, EXCLUDED.until)
     )
     SELECT {RUN_COLUMNS} FROM service_runs r
-    WHERE thread_id = %(thread_id)s AND (status IN ('pending', 'running') OR streamed AND EXISTS (
-        SELECT 1 FROM service_run_events e WHERE e.run_id = r.run_id AND e.id > %(after)s))
+    WHERE thread_id = %(thread_id)s AND (status IN ('pending', 'running')
+        OR %(after)s::bigint IS NOT NULL AND streamed AND EXISTS (
+            SELECT 1 FROM service_run_events e WHERE e.run_id = r.run_id AND e.id > %(after)s::bigint))
     ORDER BY seq
 """
 # A waiter or reader on another replica than the executing one: the run's end must notify, or its events be

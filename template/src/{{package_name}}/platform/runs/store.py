@@ -321,9 +321,9 @@ class RunStore:
             cur = await conn.execute(SELECT_RUNS_OF_THREAD, (thread_id, status, status, limit, offset))
             return [_record(row) for row in await cur.fetchall()]
 
-    async def join_thread(self, thread_id: str, seconds: float, after: int) -> list[RunRecord]:
-        """The runs in flight on the thread or with events after ID `after`, oldest first; the thread's new
-        runs write their events as rows and notify "thread:<ID>" for `seconds` from now."""
+    async def join_thread(self, thread_id: str, seconds: float, after: int | None = None) -> list[RunRecord]:
+        """The runs in flight on the thread, and with `after` those with events after that ID, oldest first;
+        the thread's new runs write their events as rows and notify "thread:<ID>" for `seconds` from now."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(JOIN_THREAD, {"thread_id": thread_id, "seconds": seconds, "after": after})
             return [_record(row) for row in await cur.fetchall()]
