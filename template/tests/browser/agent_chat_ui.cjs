@@ -23,7 +23,7 @@ function readPage() {
     idle: buttons.includes("Send") && !buttons.includes("Cancel"),
     card: {
       title: document.querySelector("p.text-2xl")?.innerText.trim() ?? null,
-      reply: label?.nextElementSibling?.value ?? null,
+      reply: label?.nextElementSibling?.value.trim() ?? null,
       buttons: buttons.filter((text) => ["Accept", "Submit", "Send Response", "Mark as Resolved"].includes(text)),
     },
     toasts: [...document.querySelectorAll("[data-sonner-toast]")].map((toast) => toast.innerText.trim()),
@@ -75,7 +75,7 @@ async function chat(page, config) {
     const answered = await until(page, `answer to "${second}"`, settled(conversation));
     await page.reload();
     const reloaded = await until(page, "conversation after the reload", settled(conversation));
-    rounds.push({ thread: threadOf(reloaded.url), answered: answered.messages, reloaded: reloaded.messages });
+    rounds.push({ thread: threadOf(reloaded.url), answered, reloaded });
   }
   return { rounds };
 }
@@ -111,10 +111,10 @@ async function main(config) {
     // A desktop window: agent-chat-ui lays out its thread list and interrupt card for one.
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const consoleErrors = [];
-    page.on("console", (message) => message.type() === "error" && consoleErrors.push(message.text()));
+    page.on("console", (message) => message.type() === "error" && consoleErrors.push(`${message.location().url}: ${message.text()}`));
     page.on("pageerror", (error) => consoleErrors.push(String(error)));
     const failedRequests = [];
-    page.on("requestfailed", (request) => failedRequests.push(`${request.method()} ${request.url()}: failed`));
+    page.on("requestfailed", (request) => failedRequests.push(`${request.method()} ${request.url()}: ${request.failure()?.errorText}`));
     page.on("response", (response) => {
       if (response.status() >= 400) failedRequests.push(`${response.request().method()} ${response.url()}: ${response.status()}`);
     });
