@@ -152,7 +152,7 @@ def heavy_combinations(options: dict[str, tuple[Any, ...]] = MATRIX_OPTIONS) -> 
 # Heavy modules whose cost is processes and waits rather than the answers (they reach the service through
 # the same auth and savers as the modules that run everywhere): each runs on the default answers and on
 # one more heavy combination, taken in turn among those with the answers it names, and on all of them under
-# `make test-full`. The browser test's second is an api_key render: a front end that sends a key; the
+# `make test-full`. The browser tests' second is an api_key render: a front end that sends a key; the
 # replicas test's second writes checkpoints without the queue (the default has it), so both savers run
 # under two processes; the soak's second keeps payloads in S3 through its faults. Listed costliest first,
 # so that the spread evens out.
@@ -161,6 +161,7 @@ ROTATED_HEAVY_MODULES: dict[str, dict[str, Any]] = {
     "test_replicas": {"checkpoint_queue": False},
     "test_crons_replicas": {},
     "test_browser": {"auth": "api_key"},
+    "test_agent_chat_ui": {"auth": "api_key"},
     "test_retention": {},
     "test_limits": {},
     "test_bench": {},

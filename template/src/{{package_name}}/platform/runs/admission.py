@@ -188,8 +188,6 @@ class Admission:
 
     async def kwargs(self, body: RunCreate, thread_id: str, run_id: uuid.UUID, assistant: Assistant) -> dict[str, Any]:
         """What the worker runs, validated before the run is queued."""
-        if body.input is not None and body.command is not None:
-            raise InvalidInput("send input or command, not both")
         # The assistant's graph: an assistant saved for a graph langgraph.json no longer names is a 404.
         graph = self.graphs.get_graph(assistant.graph_id)
         if body.webhook is not None:
@@ -223,7 +221,9 @@ class Admission:
         else:
             check_input(graph, body.input)
         return {
-            "input": body.input,
+            # A command wins over an input sent beside it, as on the Agent Server: agent-chat-ui resumes an
+            # interrupt with `input: {}` and the command.
+            "input": None if command is not None else body.input,
             "command": command,
             "config": config,
             "context": context,
