@@ -31,6 +31,11 @@ def _versions() -> tuple[str, str]:
     return service_version, version("langgraph")
 
 
+def service_version() -> str:
+    """The service's own version, as /info reports it (and A2A's agent cards)."""
+    return _versions()[0]
+
+
 @router.get("/info")
 async def info() -> dict[str, Any]:
     """What the Agent Server's /info reports; JS front ends call it on load to find the server."""
