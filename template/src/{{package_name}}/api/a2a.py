@@ -305,7 +305,8 @@ class _Tasks(RequestHandler):
         turn = _Turn(context)
         context_id, latest, _ = await turn.find_task(params.id)
         if latest.done:
-            raise TaskNotCancelableError(f"Task {params.id} has ended: {_task(params.id, context_id, latest, 0).status}")
+            state = _task(params.id, context_id, latest, 0).status.state
+            raise TaskNotCancelableError(f"Task {params.id} has ended: {TaskState.Name(state)}")
         await turn.translated(turn.services.runs.cancel([latest.run_id], "interrupt"))
         ended = await turn.translated(turn.services.runs.wait(latest))
         return _task(params.id, context_id, ended or latest, None)
@@ -433,7 +434,7 @@ def _history_length(params: SendMessageRequest) -> int | None:
     return configuration.history_length if configuration.HasField("history_length") else None
 
 
-def _status(state: TaskState.ValueType, message: Message | None = None) -> TaskStatus:
+def _status(state: TaskState, message: Message | None = None) -> TaskStatus:
     status = TaskStatus(state=state, message=message)
     status.timestamp.FromDatetime(datetime.now(UTC))
     return status
@@ -476,7 +477,8 @@ def _replies(values: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list):
         return []
     # The current turn: what follows the last message of the user's.
-    last_human = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("type") == "human"), default=-1)
+    humans = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("type") == "human"]
+    last_human = humans[-1] if humans else -1
     return [m for m in messages[last_human + 1 :] if isinstance(m, dict) and m.get("type") == "ai"]
 
 
@@ -484,7 +486,7 @@ def _history(values: Any, task_id: str, context_id: str, length: int | None) -> 
     messages = values.get("messages") if isinstance(values, dict) else None
     history: list[Message] = []
     for item in messages if isinstance(messages, list) else []:
-        role = SPEAKERS.get(item.get("type")) if isinstance(item, dict) else None
+        role = SPEAKERS.get(str(item.get("type"))) if isinstance(item, dict) else None
         if role is None or not (parts := _parts(item.get("content"))):
             continue  # tool calls and results, system prompts: the agent's own workings
         message = _message(parts, task_id, context_id, str(item.get("id") or uuid.uuid4()))
