@@ -63,6 +63,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import NotFound, ServiceError, TooManyRequests, Unavailable
 from ..platform.assistants import Assistant
+from ..platform.core.database import DATABASE_OUTAGES
 from ..platform.runs.admission import Follow, RunCreate
 from ..platform.runs.store import RunRecord
 from ..platform.services import Services
@@ -217,6 +218,9 @@ class _Turn:
         except (TooManyRequests, Unavailable) as exc:
             self.request.state.refusal = exc
             raise InternalError(exc.detail, {"status": exc.status_code}) from None
+        except DATABASE_OUTAGES as exc:
+            self.request.state.refusal = exc
+            raise InternalError("database unavailable", {"status": 503}) from None
         except NotFound as exc:
             raise InvalidParamsError(exc.detail) from None
         except ServiceError as exc:
@@ -279,16 +283,20 @@ class _Tasks(RequestHandler):
         )
         said: set[str] = set()
         heartbeat = turn.services.settings.stream_heartbeat_seconds
-        async for item in turn.services.runs.stream(run, 0, heartbeat, from_start=True):
-            if item is None or item.event != "values":
-                continue
-            # Each new reply of the agent's, as the run makes it: a working status carrying it.
-            for message in _replies(orjson.loads(item.data)):
-                key = str(message.get("id") or len(said))
-                if key not in said and (parts := _parts(message.get("content"))):
-                    said.add(key)
-                    status = _status(TaskState.TASK_STATE_WORKING, _message(parts, task_id, context_id))
-                    yield TaskStatusUpdateEvent(task_id=task_id, context_id=context_id, status=status)
+        try:
+            async for item in turn.services.runs.stream(run, 0, heartbeat, from_start=True):
+                if item is None or item.event != "values":
+                    continue
+                # Each new reply of the agent's, as the run makes it: a working status carrying it.
+                for message in _replies(orjson.loads(item.data)):
+                    key = str(message.get("id") or len(said))
+                    if key not in said and (parts := _parts(message.get("content"))):
+                        said.add(key)
+                        status = _status(TaskState.TASK_STATE_WORKING, _message(parts, task_id, context_id))
+                        yield TaskStatusUpdateEvent(task_id=task_id, context_id=context_id, status=status)
+        except DATABASE_OUTAGES:
+            # The stream has begun: an error event; the run goes on, and tasks/get reads its end.
+            raise InternalError("database unavailable", {"status": 503}) from None
         ended = await turn.translated(turn.services.runs.wait(run))
         final = _task(task_id, context_id, ended or run, 0)
         for artifact in final.artifacts:
