@@ -47,6 +47,7 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
+from a2a.utils.constants import PROTOCOL_VERSION_1_0, VERSION_HEADER
 from a2a.utils.errors import (
     ContentTypeNotSupportedError,
     ExtendedAgentCardNotConfiguredError,
@@ -105,6 +106,15 @@ class A2AEndpoint:
 
     async def rpc(self, request: Request) -> Response:
         request.state.services, request.state.user = await _authenticated(request)
+        if VERSION_HEADER not in request.headers:
+            # As the Agent Server: a method's name says its protocol version when no header does (the SDK
+            # takes a missing header for v0.3, and would refuse 1.0's names sent without one).
+            try:
+                body = await request.json()  # kept by the request: the dispatcher reads it again for free
+            except ValueError:
+                body = None  # the dispatcher answers it: a parse error
+            if isinstance(body, dict) and body.get("method") in JsonRpcDispatcher.METHOD_TO_MODEL:
+                request.state.version = PROTOCOL_VERSION_1_0
         response = await self._dispatcher.handle_requests(request)
         if (refusal := getattr(request.state, "refusal", None)) is not None:
             raise refusal  # the app's handlers answer it: 429 or 503, with Retry-After
@@ -136,7 +146,7 @@ def agent_card(services: Services, assistant: Assistant, base_url: str) -> dict[
     properties = inputs.get("properties") or {}
     description = assistant.description or f"{assistant.name} assistant"
     url = f"{base_url}/a2a/{assistant.assistant_id}"
-    modes = ["text/plain", "application/json"]
+    modes = ["application/json", "text/plain"]
     card: dict[str, Any] = {
         "name": assistant.name,
         "description": description,
@@ -199,6 +209,8 @@ class _Caller(DefaultServerCallContextBuilder):
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
         context.state["request"] = request
+        if (version := getattr(request.state, "version", None)) is not None:
+            context.state["headers"][VERSION_HEADER] = version
         return context
 
 
