@@ -54,11 +54,20 @@ def shared_env(projects: list[Path], cache: Path) -> Path:
 
 
 def run(step: str, args: list[str], cwd: Path, env: dict[str, str], timeout: int = 1800) -> None:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        # A hang: what it printed last says where (a render's pytest dumps its stacks after 5 minutes).
+        out, err = (_text(exc.stdout), _text(exc.stderr))
+        pytest.fail(f"{step} timed out after {timeout} s in {cwd}:\n{out[-6000:]}\n{err[-12000:]}")
     if result.returncode != 0:
         pytest.fail(
             f"{step} failed in {cwd} (exit {result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
         )
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 # A phase of a run, as the summary table reports it: (phase, start as epoch seconds, seconds taken).
