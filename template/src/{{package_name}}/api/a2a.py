@@ -69,8 +69,8 @@ from ..platform.runs.admission import Follow, RunCreate
 from ..platform.runs.store import RunRecord
 from ..platform.services import Services
 from .assistants import graph_schemas
-from .auth import SECURITY_SCHEME, current_user
-from .deps import get_services, logged_user
+from .auth import SECURITY_SCHEME
+from .deps import authenticated
 from .health import service_version
 
 T = TypeVar("T")
@@ -88,12 +88,6 @@ STATES = {
     "error": TaskState.TASK_STATE_FAILED,
     "timeout": TaskState.TASK_STATE_FAILED,
 }
-TERMINAL = {
-    TaskState.TASK_STATE_COMPLETED,
-    TaskState.TASK_STATE_CANCELED,
-    TaskState.TASK_STATE_FAILED,
-    TaskState.TASK_STATE_REJECTED,
-}
 SPEAKERS = {"human": Role.ROLE_USER, "ai": Role.ROLE_AGENT}
 
 
@@ -105,7 +99,7 @@ class A2AEndpoint:
         self._dispatcher = JsonRpcDispatcher(_Tasks(), context_builder=_Caller(), enable_v0_3_compat=True)
 
     async def rpc(self, request: Request) -> Response:
-        request.state.services, request.state.user = await _authenticated(request)
+        request.state.services, request.state.user = await authenticated(request)
         if VERSION_HEADER not in request.headers:
             # As the Agent Server: a method's name says its protocol version when no header does (the SDK
             # takes a missing header for v0.3, and would refuse 1.0's names sent without one).
@@ -121,7 +115,7 @@ class A2AEndpoint:
         return response
 
     async def card(self, request: Request) -> Response:
-        services, user = await _authenticated(request)
+        services, user = await authenticated(request)
         # At the domain's root, ?assistant_id= names the agent; without it, the default graph's.
         assistant_id = (
             request.path_params.get("assistant_id")
@@ -131,7 +125,7 @@ class A2AEndpoint:
         try:
             assistant = await services.assistants.get(assistant_id, user)
         except NotFound:
-            return _card_error(-32602, f"Assistant {assistant_id} not found")
+            return _card_error(f"Assistant {assistant_id} not found")
         return JSONResponse(agent_card(services, assistant, _base_url(request, assistant_id)))
 
     async def unsupported(self, request: Request) -> Response:
@@ -191,16 +185,9 @@ def _base_url(request: Request, assistant_id: str) -> str:
     return f"{scheme}://{host}{path.rstrip('/')}"
 
 
-def _card_error(code: int, message: str) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=400)
-
-
-async def _authenticated(request: Request) -> tuple[Services, str]:
-    # Refusals (401, 429, 503) raise before the dispatcher reads the body: the app's handlers answer them.
-    services = await get_services(request)
-    user = await logged_user(await current_user(request))
-    await services.rate_limit.hit(user)
-    return services, user
+def _card_error(message: str) -> Response:
+    # As the Agent Server answers it: a 400 with JSON-RPC's invalid-params code.
+    return JSONResponse({"error": {"code": -32602, "message": message}}, status_code=400)
 
 
 class _Caller(DefaultServerCallContextBuilder):
@@ -222,6 +209,7 @@ class _Turn:
         self.services: Services = self.request.state.services
         self.user: str = self.request.state.user
         self.assistant_id: str = self.request.path_params["assistant_id"]
+        self._assistant: Assistant | None = None
 
     async def translated(self, work: Awaitable[T]) -> T:
         """`await work`, the service's refusals as A2A errors; a limit or an outage is kept for the HTTP answer."""
@@ -248,11 +236,13 @@ class _Turn:
         return stored
 
     async def assistant(self) -> Assistant:
-        return await self.translated(self.services.assistants.get(self.assistant_id, self.user))
+        if self._assistant is None:  # a call may need it twice (a resumed task is looked up first)
+            self._assistant = await self.translated(self.services.assistants.get(self.assistant_id, self.user))
+        return self._assistant
 
-    async def find_task(self, task_id: str) -> tuple[str, RunRecord, list[RunRecord]]:
-        """The task's context, its latest run and all its runs (newest first); TaskNotFound for anything that is
-        not a task of the caller's on this agent."""
+    async def find_task(self, task_id: str) -> tuple[str, RunRecord]:
+        """The task's context and its latest run; TaskNotFound for anything that is not a task of the caller's on
+        this agent."""
         context_id, _, run_text = task_id.rpartition(":")
         try:
             run_id = uuid.UUID(run_text)
@@ -266,8 +256,8 @@ class _Turn:
         if first is None or first.user_id != self.user or first.assistant_id != assistant.assistant_id:
             raise TaskNotFoundError(f"Task not found: {task_id}")
         runs = await self.translated(self.services.runs.list_for_thread(stored, None, RUNS_READ, 0))
-        mine = [run for run in runs if run.run_id == run_id or run.metadata.get(TASK_KEY) == task_id]
-        return context_id, (mine or [first])[0], mine or [first]
+        latest = next((run for run in runs if run.run_id == run_id or run.metadata.get(TASK_KEY) == task_id), first)
+        return context_id, latest
 
 
 class _Tasks(RequestHandler):
@@ -317,16 +307,15 @@ class _Tasks(RequestHandler):
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
         turn = _Turn(context)
-        context_id, latest, _ = await turn.find_task(params.id)
+        context_id, latest = await turn.find_task(params.id)
         length = params.history_length if params.HasField("history_length") else None
         return _task(params.id, context_id, latest, length)
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         turn = _Turn(context)
-        context_id, latest, _ = await turn.find_task(params.id)
+        context_id, latest = await turn.find_task(params.id)
         if latest.done:
-            state = _task(params.id, context_id, latest, 0).status.state
-            raise TaskNotCancelableError(f"Task {params.id} has ended: {TaskState.Name(state)}")
+            raise TaskNotCancelableError(f"Task {params.id} has ended: {TaskState.Name(_state(latest))}")
         await turn.translated(turn.services.runs.cancel([latest.run_id], "interrupt"))
         ended = await turn.translated(turn.services.runs.wait(latest))
         return _task(params.id, context_id, ended or latest, None)
@@ -369,11 +358,10 @@ class _Tasks(RequestHandler):
         assistant = await turn.assistant()
         fields: dict[str, Any] = {"assistant_id": assistant.assistant_id, "if_not_exists": "create"}
         if message.task_id:
-            context_id, latest, _ = await turn.find_task(message.task_id)
+            context_id, latest = await turn.find_task(message.task_id)
             if message.context_id and message.context_id != context_id:
                 raise InvalidParamsError("the message's contextId is not its task's")
-            state = _task(message.task_id, context_id, latest, 0).status.state
-            if state != TaskState.TASK_STATE_INPUT_REQUIRED:
+            if _state(latest) != TaskState.TASK_STATE_INPUT_REQUIRED:
                 raise UnsupportedOperationError(f"Task {message.task_id} does not wait for input")
             task_id: str | None = message.task_id
             data, text = get_data_parts(message.parts), _text(message.parts)
@@ -512,7 +500,16 @@ def _history(values: Any, task_id: str, context_id: str, length: int | None) -> 
         message = _message(parts, task_id, context_id, str(item.get("id") or uuid.uuid4()))
         message.role = role
         history.append(message)
-    return history if length is None else history[len(history) - length :] if length else []
+    if length is None:
+        return history
+    return history[-length:] if length else []
+
+
+def _state(run: RunRecord) -> TaskState:
+    """The task state of a run, as the Agent Server maps it: a success that paused in interrupt() needs input."""
+    if run.status == "success" and isinstance(run.output, dict) and run.output.get("__interrupt__"):
+        return TaskState.TASK_STATE_INPUT_REQUIRED
+    return STATES.get(run.status, TaskState.TASK_STATE_SUBMITTED)
 
 
 def _task(task_id: str, context_id: str, run: RunRecord, history_length: int | None) -> Task:
@@ -520,27 +517,28 @@ def _task(task_id: str, context_id: str, run: RunRecord, history_length: int | N
     input-required task with the interrupt's values, an error as a failed task saying what failed."""
     values = run.output if isinstance(run.output, dict) else {}
     task = Task(id=task_id, context_id=context_id, history=_history(values, task_id, context_id, history_length))
-    state = STATES.get(run.status, TaskState.TASK_STATE_SUBMITTED)
-    if run.status == "success" and values.get("__interrupt__"):
-        task.status.CopyFrom(_status(TaskState.TASK_STATE_INPUT_REQUIRED))
+    state = _state(run)
+    message: Message | None = None
+    if state == TaskState.TASK_STATE_INPUT_REQUIRED:
         parts = [
             new_data_part({"id": pending.get("id"), "value": pending.get("value")})
             for pending in values["__interrupt__"]
             if isinstance(pending, dict)
         ]
-        task.artifacts.append(Artifact(artifact_id=str(uuid.uuid4()), name="Interrupt", parts=parts))
-        task.artifacts[0].description = "Agent requires input to continue"
-    elif run.status == "success":
-        task.status.CopyFrom(_status(state))
+        description = "Agent requires input to continue"
+        task.artifacts.append(_artifact("Interrupt", description, parts))
+    elif state == TaskState.TASK_STATE_COMPLETED:
         replies = _replies(values)
         parts = _parts(replies[-1].get("content")) if replies else [new_data_part(values)]
-        artifact = Artifact(artifact_id=str(uuid.uuid4()), name="Assistant Response", parts=parts)
-        artifact.description = f"Response from assistant {run.assistant_id}"
-        task.artifacts.append(artifact)
+        description = f"Response from assistant {run.assistant_id}"
+        task.artifacts.append(_artifact("Assistant Response", description, parts))
     elif state == TaskState.TASK_STATE_FAILED:
         error = run.error or {}
         text = f"Error executing assistant: {error.get('error', 'Error')}: {error.get('message', '')}"
-        task.status.CopyFrom(_status(state, _message([new_text_part(text)], task_id, context_id)))
-    else:
-        task.status.CopyFrom(_status(state))
+        message = _message([new_text_part(text)], task_id, context_id)
+    task.status.CopyFrom(_status(state, message))
     return task
+
+
+def _artifact(name: str, description: str, parts: list[Part]) -> Artifact:
+    return Artifact(artifact_id=str(uuid.uuid4()), name=name, description=description, parts=parts)

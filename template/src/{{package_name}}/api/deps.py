@@ -40,6 +40,14 @@ async def limited_user(services: ServicesDep, user: Annotated[str, Depends(logge
 UserDep = Annotated[str, Depends(limited_user)]
 
 
+async def authenticated(request: Request) -> tuple[Services, str]:
+    """The services and the caller, counted against their rate limit, for an endpoint that is not a FastAPI
+    route (MCP's and A2A's SDK-driven ones): refusals (401, 429, 503) raise before the SDK reads the body, and
+    the app's handlers answer them."""
+    services = await get_services(request)
+    return services, await limited_user(services, await logged_user(await current_user(request)))
+
+
 async def owned_thread_id(
     services: ServicesDep, user: UserDep, thread_id: Annotated[str, Path(max_length=MAX_THREAD_ID_CHARS)]
 ) -> str:

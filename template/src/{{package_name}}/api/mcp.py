@@ -29,8 +29,7 @@ from ..platform.assistants import Assistant, AssistantFilter
 from ..platform.runs.admission import RunCreate
 from ..platform.services import Services
 from .assistants import graph_schemas
-from .auth import current_user
-from .deps import get_services, logged_user
+from .deps import authenticated
 
 log = logging.getLogger(__name__)
 # The SDK logs every stateless request's end at INFO ("Terminating session: None"): the access log has it.
@@ -133,12 +132,8 @@ class McpEndpoint:
             await task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Refusals (401, 429, 503) raise before the transport reads the body: the app's handlers answer them.
         request = Request(scope, receive)
-        services = await get_services(request)
-        user = await logged_user(await current_user(request))
-        await services.rate_limit.hit(user)
-        request.state.user = user
+        _, request.state.user = await authenticated(request)
         await self.sessions.handle_request(scope, receive, send)
 
     async def _list_tools(
